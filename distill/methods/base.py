@@ -1,0 +1,76 @@
+"""What every KD method is: an ``nn.Module`` from (student taps, teacher taps, batch) to named terms."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill.data.sample import DataSpec
+from distill.models.base import TapInfo
+from distill.registry import Registry
+
+METHODS: Registry = Registry("KD method")
+
+
+class KDMethod(nn.Module):
+    """Base class. A subclass:
+
+    - takes ``(s_info, t_info, spec, weight=..., **hyper_parameters)`` in ``__init__``; ``s_info`` /
+      ``t_info`` are the models' ``feature_info`` (plus ``logits``/``exist``), so adapters are built
+      here and a channel mismatch fails at build time; ``t_info`` is None for teacher-free methods;
+    - lists the taps it reads in ``self.s_taps_needed`` / ``self.t_taps_needed``;
+    - returns ``{"kd/<name>": weighted_loss, ...}`` from ``forward(s_taps, t_taps, batch)``.
+      ``batch`` holds ``image`` (B,3,H,W), ``mask`` (B,H,W) long with 255 = ignore, ``exist`` (B,L).
+    Teacher taps arrive detached. ``self.step`` / ``self.total_steps`` are set by the Trainer
+    before every step (for warm-ups). Methods with their own optimiser (the GAN discriminator)
+    override ``after_student_step``.
+    """
+
+    uses_teacher: bool = True
+    s_taps_needed: tuple[str, ...] = ()
+    t_taps_needed: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = 0
+        self.total_steps = 1
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        self.step, self.total_steps = step, max(1, total_steps)
+
+    def after_student_step(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
+                           batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Hook for methods that update their own parameters after the student's step."""
+        return {}
+
+    def extra_state_dict(self) -> dict:
+        """Optimiser state etc. that must survive a resume (the module's own state_dict is saved too)."""
+        return {}
+
+    def load_extra_state_dict(self, state: dict) -> None:
+        pass
+
+
+def check_taps(method: KDMethod, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None) -> None:
+    """Raise at build time when a method asks for a tap a model does not declare."""
+    for side, needed, info in (("student", method.s_taps_needed, s_info), ("teacher", method.t_taps_needed, t_info)):
+        if not needed:
+            continue
+        if info is None:
+            raise ValueError(f"{type(method).__name__} needs a teacher but none is configured")
+        missing = [t for t in needed if t not in info]
+        if missing:
+            raise ValueError(f"{type(method).__name__}: {side} has no tap(s) {missing}; available: {sorted(info)}")
+
+
+def build_method(name: str, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None,
+                 spec: DataSpec, **kwargs) -> KDMethod:
+    """Build a registered method; unknown kwargs fail loudly through the constructor."""
+    import distill.methods  # noqa: F401  (registers every method)
+
+    cls = METHODS.get(name)
+    try:
+        method = cls(s_info, t_info, spec, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"KD method {name!r}: {exc}") from None
+    check_taps(method, s_info, t_info)
+    return method
