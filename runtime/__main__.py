@@ -1,0 +1,9 @@
+"""`python -m runtime`: see `python -m runtime --help`."""
+import sys
+
+from runtime.cli import main
+
+COMMANDS: list[str] = []
+
+if __name__ == "__main__":
+    sys.exit(main("python -m runtime", __doc__, COMMANDS))
