@@ -1,0 +1,53 @@
+"""SKD pixel-wise distillation (Liu et al., "Structured Knowledge Distillation for Semantic
+Segmentation", CVPR 2019 / TPAMI 2020; authors' code: irfanICMLL/structure_knowledge_distillation)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from distill.data.sample import DataSpec
+from distill.methods._common import check_positive, same_channels, scale_pair, tap_info
+from distill.methods.base import METHODS, KDMethod
+from distill.models.base import TapInfo
+
+
+def pixelwise_loss(s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the teacher's soft labels, summed over the batch, divided by H*W only.
+
+    sum_{b,h,w,c} -softmax(t)_c * log_softmax(s)_c / (H*W); no temperature. It differs from KL by
+    the teacher's entropy (same gradient) and scales with the batch size, as the authors' does.
+    """
+    if s_logits.shape != t_logits.shape:
+        raise ValueError(f"pixelwise_loss: student {tuple(s_logits.shape)} and teacher "
+                         f"{tuple(t_logits.shape)} differ in shape")
+    n, c, h, w = s_logits.shape
+    s = s_logits.permute(0, 2, 3, 1).reshape(-1, c)
+    t = t_logits.permute(0, 2, 3, 1).reshape(-1, c)
+    return torch.sum(-F.softmax(t, dim=1) * F.log_softmax(s, dim=1)) / w / h
+
+
+@METHODS.register("skd_pixel")
+class SKDPixel(KDMethod):
+    """SKD pixel-wise term on ``logits`` (equal class counts). Weight 10 (authors' default).
+
+    The teacher's logits are bilinearly resized to the student's size; ``logits_scale`` (e.g.
+    0.125, the authors' 1/8 resolution) downsamples both first. Because the authors' reduction
+    sums over the batch, the term grows with the per-process batch size (under DDP each rank uses
+    its local batch, like their DataParallelCriterion).
+    """
+
+    def __init__(self, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None, spec: DataSpec,
+                 weight: float = 10.0, logits_scale: float = 1.0,
+                 s_tap: str = "logits", t_tap: str = "logits") -> None:
+        super().__init__()
+        self.weight = float(weight)
+        self.logits_scale = check_positive(logits_scale, "logits_scale", "skd_pixel")
+        same_channels(tap_info(s_info, s_tap, "student", "skd_pixel"),
+                      tap_info(t_info, t_tap, "teacher", "skd_pixel"), s_tap, t_tap, "skd_pixel")
+        self.s_tap, self.t_tap = s_tap, t_tap
+        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+
+    def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
+                batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        s, t = scale_pair(s_taps[self.s_tap], t_taps[self.t_tap].detach(), self.logits_scale)
+        return {"kd/skd_pixel": self.weight * pixelwise_loss(s, t)}
