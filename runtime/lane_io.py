@@ -18,7 +18,8 @@ class LaneFileError(ValueError):
 def read_culane_lines(path: str | Path) -> list[np.ndarray]:
     """Read a ``.lines.txt`` into a list of (N, 2) float64 arrays (x, y), file order kept.
 
-    Empty lines are skipped (the official evaluator does the same); an odd number of values or a
+    Empty lines are skipped (the evaluator keeps its own official-compatible reader, which counts
+    them as empty lanes); an odd number of values or a
     token that is not a finite number is an error naming the file and line.
     """
     path = Path(path)
