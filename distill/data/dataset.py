@@ -1,0 +1,124 @@
+"""The torch ``Dataset`` over a reader + transforms, its ``collate``, and ``build_dataset``.
+
+Items are dicts: ``image`` float32 (3, H, W) normalised RGB, ``mask`` int64 (H, W) (255 ignore),
+``exist`` float32 (L,), ``index`` int. Augmentation randomness comes from a numpy Generator seeded
+from ``torch.initial_seed()`` inside each process, so DataLoader workers (and epochs, which
+re-seed workers) draw different augmentations and the global numpy RNG is never used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from distill.data.sample import IGNORE_INDEX, DataSpec, Sample
+from distill.data.transforms import Compose, eval_transforms, train_transforms
+
+DATASET_KINDS = ("culane", "tusimple", "llamas", "apollo", "cityscapes", "synthetic_marking")
+_TRANSFORM_KEYS = ("flip", "rotate_deg", "rotate_p", "jitter", "interp")
+
+
+class SegDataset(Dataset):
+    """A reader (``__len__``, ``__getitem__ -> Sample``, ``spec``, ``names``) plus transforms.
+
+    ``transform`` must end in ``Normalize`` (as ``train_transforms`` / ``eval_transforms`` do).
+    ``seed`` is mixed into every process's generator so two runs with the same torch seed match.
+    """
+
+    def __init__(self, reader: Any, transform: Compose, seed: int = 0) -> None:
+        self.reader = reader
+        self.transform = transform
+        self.seed = int(seed)
+        self._rng: np.random.Generator | None = None
+        self._rng_key: int | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.reader.spec
+
+    @property
+    def names(self) -> list[str]:
+        return self.reader.names
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def _generator(self) -> np.random.Generator:
+        key = torch.initial_seed()      # differs per DataLoader worker and per epoch
+        if self._rng is None or self._rng_key != key:
+            self._rng = np.random.default_rng([key % (1 << 63), self.seed])
+            self._rng_key = key
+        return self._rng
+
+    def sample(self, index: int) -> Sample:
+        """The transformed ``Sample`` (lanes, meta with geometry): what evaluators need."""
+        return self.transform(self.reader[index], self._generator())
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.sample(index)
+        if s.image.ndim != 3 or s.image.shape[0] != 3 or s.image.dtype != np.float32:
+            raise TypeError("SegDataset's transform must end in Normalize (float32 (3, H, W) image)")
+        h, w = s.image.shape[1:]
+        mask = s.mask if s.mask is not None else np.full((h, w), IGNORE_INDEX, np.uint8)
+        return {"image": torch.from_numpy(s.image),
+                "mask": torch.from_numpy(mask.astype(np.int64)),
+                "exist": torch.from_numpy(np.asarray(s.exist, np.float32).copy()),
+                "index": int(index)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_rng"], state["_rng_key"] = None, None   # each worker seeds its own
+        return state
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack a list of items into a batch (``index`` becomes an int64 tensor)."""
+    if not items:
+        raise ValueError("collate got an empty batch")
+    return {"image": torch.stack([it["image"] for it in items]),
+            "mask": torch.stack([it["mask"] for it in items]),
+            "exist": torch.stack([it["exist"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.int64)}
+
+
+def build_reader(kind: str, root: str | Path, split: str, **kw: Any) -> Any:
+    """The reader for ``kind`` (one of ``DATASET_KINDS``); ``kw`` goes to its constructor."""
+    if kind == "culane":
+        from distill.data.culane import CULane
+        return CULane(root, split, **kw)
+    if kind == "tusimple":
+        from distill.data.tusimple import TuSimple
+        return TuSimple(root, split, **kw)
+    if kind == "llamas":
+        from distill.data.llamas import LLAMAS
+        return LLAMAS(root, split, **kw)
+    if kind in ("apollo", "synthetic_marking"):
+        from distill.data.apollo import ApolloScapeMarking
+        if kind == "synthetic_marking":
+            kw.setdefault("classes_file", Path(root) / kw.get("label_dir", "marking") / "classes.txt")
+        return ApolloScapeMarking(root, split, **kw)
+    if kind == "cityscapes":
+        from distill.data.cityscapes import Cityscapes
+        return Cityscapes(root, split, **kw)
+    raise ValueError(f"unknown dataset kind {kind!r}; valid: {', '.join(DATASET_KINDS)}")
+
+
+def build_dataset(kind: str, root: str | Path, split: str, input_size: tuple[int, int],
+                  crop_top: int | float = 0, train: bool = False, *, seed: int = 0, **kw: Any) -> SegDataset:
+    """Reader + train or eval transforms for ``kind``.
+
+    Transform options (``flip``, ``rotate_deg``, ``rotate_p``, ``jitter``, ``interp``) are taken
+    from ``kw``; the rest goes to the reader (``line_width``, ``skip_bad``, ``classes_file``, ...).
+    """
+    t_kw = {k: kw.pop(k) for k in _TRANSFORM_KEYS if k in kw}
+    reader = build_reader(kind, root, split, **kw)
+    size = (int(input_size[0]), int(input_size[1]))
+    if train:
+        transform = train_transforms(size, crop_top, **t_kw)
+    else:
+        extra = {k: v for k, v in t_kw.items() if k == "interp"}
+        transform = eval_transforms(size, crop_top, **extra)
+    return SegDataset(reader, transform, seed=seed)
