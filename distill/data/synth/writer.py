@@ -1,0 +1,137 @@
+"""Write a synthetic dataset to disk in the CULane layout (plus ApolloScape-style marking masks).
+
+Layout under ``out``::
+
+    driver_161_90frame/<video>.MP4/<frame>.jpg        image (JPEG quality 95)
+    driver_161_90frame/<video>.MP4/<frame>.lines.txt  lanes in slot order, existing ones only
+    laneseg_label_w16/<same path>.png                 uint8 slot mask (0 background, 1..4)
+    marking/<same path without .jpg>_bin.png          ApolloScape label ids (``APOLLO_IDS``)
+    marking/classes.txt                               "<train id> <name> <apollo id>" per class
+    list/train_gt.txt, list/val_gt.txt                "/<img> /<label png> e1 e2 e3 e4"
+    list/train.txt, list/val.txt, list/test.txt       "/<img>"
+    list/test_split/test{0..8}_{category}.txt         "<img>" (no leading slash, as CULane)
+    synth.json                                        how the dataset was generated
+
+Lists are written last (atomically), so an interrupted run leaves no usable-looking dataset.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from distill.data.synth.dataset import plan_scene, scene_name
+from distill.data.synth.render import render
+from distill.data.synth.scene import APOLLO_IDS, CULANE_CATEGORIES, MARKING_CLASSES, SceneConfig
+from runtime.lane_io import write_culane_lines
+
+JPEG_QUALITY = 95
+_APOLLO_LUT = np.zeros(256, np.uint8)
+_APOLLO_LUT[: len(MARKING_CLASSES)] = [APOLLO_IDS[c] for c in MARKING_CLASSES]
+
+
+def _imwrite(path: Path, img: np.ndarray, params: Sequence[int] = ()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img, list(params)):
+        raise OSError(f"could not write {path}")
+
+
+def write_scene(out: Path, seed: int, index: int, cfg: SceneConfig) -> tuple[int, str, list[int], tuple[str, ...]]:
+    """Generate scene ``index`` and write its image and labels; returns (index, name, exist, tags)."""
+    plan = plan_scene(seed, index, cfg)
+    r = render(plan)
+    name = scene_name(seed, index)
+    stem = name[:-len(".jpg")]
+    _imwrite(out / name, r.image, (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY))
+    write_culane_lines(out / f"{stem}.lines.txt", [r.lanes[s] for s in sorted(r.lanes)])
+    _imwrite(out / "laneseg_label_w16" / f"{stem}.png", r.slot_mask)
+    _imwrite(out / "marking" / f"{stem}_bin.png", cv2.LUT(r.marking_mask, _APOLLO_LUT))
+    return index, name, [int(e) for e in r.exist], plan.tags
+
+
+def _job(args: tuple[str, int, int, SceneConfig]) -> tuple[int, str, list[int], tuple[str, ...]]:
+    out, seed, index, cfg = args
+    return write_scene(Path(out), seed, index, cfg)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def split_indices(num: int, seed: int, fractions: Sequence[float]) -> dict[str, np.ndarray]:
+    """Deterministic train/val/test split of scene indices by ``fractions`` (summing to 1)."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+    perm = np.random.default_rng([seed, 2 ** 32 - 1]).permutation(num)
+    n_train = int(round(fractions[0] * num))
+    n_val = min(int(round(fractions[1] * num)), num - n_train)
+    return {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train:n_train + n_val]),
+            "test": np.sort(perm[n_train + n_val:])}
+
+
+def _write_text(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(path)
+
+
+def write_culane(out: str | Path, num: int, seed: int = 0, cfg: SceneConfig = SceneConfig(),
+                 splits: Sequence[float] = (0.8, 0.1, 0.1), workers: int = 1, overwrite: bool = False,
+                 progress: bool = True) -> Path:
+    """Generate ``num`` scenes into ``out`` in the CULane layout; returns ``out``.
+
+    Refuses a non-empty ``out`` unless ``overwrite`` (files are then replaced in place).
+    ``workers > 1`` renders in that many spawned processes; output is identical either way.
+    """
+    out = Path(out)
+    if num <= 0:
+        raise ValueError(f"num must be positive, got {num}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to write into it")
+    parts = split_indices(num, seed, splits)
+    out.mkdir(parents=True, exist_ok=True)
+
+    jobs = [(str(out), seed, i, cfg) for i in range(num)]
+    results = []
+    bar = tqdm(total=num, desc="synth", unit="scene", disable=not progress)
+    if workers == 1:
+        for job in jobs:
+            results.append(_job(job))
+            bar.update()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
+            for res in pool.imap_unordered(_job, jobs, chunksize=4):
+                results.append(res)
+                bar.update()
+    bar.close()
+    results.sort(key=lambda r: r[0])
+
+    lists = out / "list"
+    for part in ("train", "val"):
+        rows = [results[i] for i in parts[part]]
+        _write_text(lists / f"{part}_gt.txt",
+                    [f"/{name} /laneseg_label_w16/{name[:-4]}.png {' '.join(map(str, ex))}" for _, name, ex, _ in rows])
+        _write_text(lists / f"{part}.txt", [f"/{name}" for _, name, _, _ in rows])
+    test = [results[i] for i in parts["test"]]
+    _write_text(lists / "test.txt", [f"/{name}" for _, name, _, _ in test])
+    for k, cat in enumerate(CULANE_CATEGORIES):
+        _write_text(lists / "test_split" / f"test{k}_{cat}.txt", [name for _, name, _, tags in test if cat in tags])
+    _write_text(out / "marking" / "classes.txt",
+                [f"{i} {c} {APOLLO_IDS[c]}" for i, c in enumerate(MARKING_CLASSES)])
+    _write_text(out / "synth.json", [json.dumps({
+        "generator": "lanekd synthetic", "num": num, "seed": seed, "splits": list(splits),
+        "config": asdict(cfg), "counts": {k: int(len(v)) for k, v in parts.items()}}, indent=2)])
+    return out
