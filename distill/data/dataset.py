@@ -2,8 +2,9 @@
 
 Items are dicts: ``image`` float32 (3, H, W) normalised RGB, ``mask`` int64 (H, W) (255 ignore),
 ``exist`` float32 (L,), ``index`` int. Augmentation randomness comes from a numpy Generator seeded
-from ``torch.initial_seed()`` inside each process, so DataLoader workers (and epochs, which
-re-seed workers) draw different augmentations and the global numpy RNG is never used.
+by (seed, epoch, index): every sample draws its own augmentation, whichever DataLoader worker
+loads it, so a resumed run sees exactly the augmentations an uninterrupted one would. The global
+numpy RNG is never used; the Trainer calls ``set_epoch`` before each epoch.
 """
 from __future__ import annotations
 
@@ -25,15 +26,14 @@ class SegDataset(Dataset):
     """A reader (``__len__``, ``__getitem__ -> Sample``, ``spec``, ``names``) plus transforms.
 
     ``transform`` must end in ``Normalize`` (as ``train_transforms`` / ``eval_transforms`` do).
-    ``seed`` is mixed into every process's generator so two runs with the same torch seed match.
+    Augmentations depend only on (``seed``, epoch, index), never on worker scheduling.
     """
 
     def __init__(self, reader: Any, transform: Compose, seed: int = 0) -> None:
         self.reader = reader
         self.transform = transform
         self.seed = int(seed)
-        self._rng: np.random.Generator | None = None
-        self._rng_key: int | None = None
+        self.epoch = 0
 
     @property
     def spec(self) -> DataSpec:
@@ -46,16 +46,14 @@ class SegDataset(Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def _generator(self) -> np.random.Generator:
-        key = torch.initial_seed()      # differs per DataLoader worker and per epoch
-        if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng([key % (1 << 63), self.seed])
-            self._rng_key = key
-        return self._rng
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new augmentations for the next epoch (call before creating the loader iterator)."""
+        self.epoch = int(epoch)
 
     def sample(self, index: int) -> Sample:
         """The transformed ``Sample`` (lanes, meta with geometry): what evaluators need."""
-        return self.transform(self.reader[index], self._generator())
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        return self.transform(self.reader[index], rng)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.sample(index)
@@ -67,11 +65,6 @@ class SegDataset(Dataset):
                 "mask": torch.from_numpy(mask.astype(np.int64)),
                 "exist": torch.from_numpy(np.asarray(s.exist, np.float32).copy()),
                 "index": int(index)}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_rng"], state["_rng_key"] = None, None   # each worker seeds its own
-        return state
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
