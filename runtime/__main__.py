@@ -3,7 +3,7 @@ import sys
 
 from runtime.cli import main
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["runtime.commands"]
 
 if __name__ == "__main__":
     sys.exit(main("python -m runtime", __doc__, COMMANDS))
