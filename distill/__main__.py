@@ -3,7 +3,7 @@ import sys
 
 from runtime.cli import main
 
-COMMANDS: list[str] = ["distill.data.cli", "distill.train_cli", "distill.eval.cli"]
+COMMANDS: list[str] = ["distill.data.cli", "distill.train_cli", "distill.eval.cli", "distill.models.cli"]
 
 if __name__ == "__main__":
     sys.exit(main("python -m distill", __doc__, COMMANDS))
