@@ -1,0 +1,163 @@
+"""The Trainer: exact resume, interrupt, NaN stop, DDP with gloo, distillation, label teacher, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distill.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from distill.config import ConfigError, load_config
+from distill.train import NonFiniteLoss, Trainer, train
+from distill.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(root: Path, out: Path, **over) -> TrainConfig:
+    data = {"kind": "culane", "root": str(root), "input_size": [40, 104], "batch_size": 4, "num_workers": 0,
+            "options": {"rotate_p": 0.0}}
+    base = {"out": str(out), "model": {"name": "enet"}, "data": data, "steps": 6, "val_every": 0,
+            "ckpt_every": 2, "log_every": 1, "deterministic": True, "seed": 5, "optim": {"lr": 0.01}}
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    path = out.parent / f"{out.name}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(base))
+    return load_config(TrainConfig, path)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(synth_root, tmp_path):
+    straight = _cfg(synth_root, tmp_path / "a")
+    train(straight, quiet=True)
+    cut = _cfg(synth_root, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cut, quiet=True).run(stop_at=3)       # what Ctrl-C does after step 3
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+    train(_cfg(synth_root, tmp_path / "b"), quiet=True)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert b["step"] == a["step"] == 6
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    rows_a = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    losses_a = [r["loss"] for r in rows_a if "loss" in r]
+    assert len(losses_a) == 6
+    assert losses_a == pytest.approx([r["loss"] for r in rows_b if "loss" in r], rel=1e-6)
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "a" / "config.yaml").is_file()
+    # the checkpoint rebuilds the model on its own
+    model, ckpt = model_from_checkpoint(tmp_path / "a" / "best.pt")
+    assert ckpt["input_size"] == [40, 104] and ckpt["orig_size"] == [148, 410]
+    assert model(torch.zeros(1, 3, 40, 104))[0].shape == (1, 5, 40, 104)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path / "run", steps=400, ckpt_every=1000, log_every=1)
+    cfg_path = tmp_path / "run.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "distill", "train", "--config", str(cfg_path)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and log.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    assert log.is_file(), "training never logged a step"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err
+    step = load_checkpoint(tmp_path / "run" / "last.pt")["step"]
+    assert 2 <= step < 400
+    resumed = Trainer(_cfg(synth_root, tmp_path / "run", steps=step + 1), quiet=True)
+    resumed.maybe_resume()
+    assert resumed.step == step
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path / "nan", steps=50, ckpt_every=1, optim={"lr": 1e12, "momentum": 0.0})
+    with pytest.raises(NonFiniteLoss, match="non-finite loss at step"):
+        train(cfg, quiet=True)
+    ckpt = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_distillation_and_label_teacher_runs(synth_root, tmp_path):
+    teacher = _cfg(synth_root, tmp_path / "t", steps=2, model={"name": "resnet34_deeplab", "kwargs": {"width": 0.25}})
+    train(teacher, quiet=True)
+    lt = _cfg(synth_root, tmp_path / "lt", steps=2, label_teacher=True)
+    train(lt, quiet=True)
+    assert load_checkpoint(tmp_path / "lt" / "last.pt")["model_kwargs"]["in_channels"] == 5
+    cfg = _cfg(synth_root, tmp_path / "kd", steps=2, teacher={"checkpoint": str(tmp_path / "t" / "last.pt")},
+               methods=[{"name": "kd", "weight": 1.0, "T": 2.0}, {"name": "at", "s_tap": "stage2", "t_tap": "stage2"},
+                        {"name": "lgad", "label_teacher_checkpoint": str(tmp_path / "lt" / "last.pt")},
+                        {"name": "skd_holistic", "variant": "hinge", "logits_scale": 1.0, "d_l4": False}])
+    trainer = Trainer(cfg, quiet=True)
+    trainer.run()
+    rows = [json.loads(l) for l in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+    keys = set().union(*rows)
+    assert {"task/ce", "task/exist", "kd/kd", "kd/at", "kd/lgad", "kd/skd_holistic", "kd/skd_holistic_d"} <= keys
+    assert any("val/f1" in r for r in rows)
+
+
+def test_bad_inputs_fail_clearly(synth_root, tmp_path):
+    with pytest.raises(KeyError, match="valid names"):
+        Trainer(_cfg(synth_root, tmp_path / "x", model={"name": "erfnet_typo"}), quiet=True)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("steps: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(TrainConfig, bad_yaml)
+    with pytest.raises(TypeError, match="kd"):
+        Trainer(_cfg(synth_root, tmp_path / "y", teacher={"checkpoint": ""}, methods=[{"name": "kd", "temperature": 2}]),
+                quiet=True)
+    # a truncated checkpoint, and one of another architecture: clear errors, nothing overwritten
+    train(_cfg(synth_root, tmp_path / "z", steps=2), quiet=True)
+    last = tmp_path / "z" / "last.pt"
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    before = last.read_bytes()
+    with pytest.raises(CheckpointError, match="holds a 'enet' model"):
+        Trainer(_cfg(synth_root, tmp_path / "z", steps=4, model={"name": "erfnet"}), quiet=True).run()
+    assert last.read_bytes() == before
+    with pytest.raises(CheckpointError, match="not found"):
+        Trainer(_cfg(synth_root, tmp_path / "w", teacher={"checkpoint": str(tmp_path / "missing.pt")},
+                     methods=[{"name": "kd"}]), quiet=True)
+
+
+def test_ddp_two_processes_match_a_single_process_with_the_same_global_batch(synth_root, tmp_path):
+    common = {"model": {"name": "tiny_fcn_test"}, "steps": 4, "ckpt_every": 4,
+              "loss": {"class_weights": [1.0] * 5}, "optim": {"lr": 0.05}}
+    single = _cfg(synth_root, tmp_path / "single", **common, data={"batch_size": 4})
+    ddp = _cfg(synth_root, tmp_path / "ddp", **common, data={"batch_size": 2})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    worker = str(REPO / "tests" / "ddp_worker.py")
+    subprocess.run([sys.executable, worker, str(tmp_path / "single.yaml")], cwd=REPO, env=env, check=True,
+                   timeout=300, capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(29500 + os.getpid() % 1000), worker, str(tmp_path / "ddp.yaml")],
+                         cwd=REPO, env=env, timeout=300, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0 = torch.load(tmp_path / "ddp" / "rank0.pt")
+    r1 = torch.load(tmp_path / "ddp" / "rank1.pt")
+    one = torch.load(tmp_path / "single" / "rank0.pt")
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), f"ranks diverged at {k}"
+        torch.testing.assert_close(r0[k], one[k], rtol=1e-4, atol=1e-5, msg=f"DDP != single process at {k}")
+    assert not (tmp_path / "ddp" / "rank1.log").exists()
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
