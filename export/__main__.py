@@ -3,7 +3,7 @@ import sys
 
 from runtime.cli import main
 
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["export.cli"]
 
 if __name__ == "__main__":
     sys.exit(main("python -m export", __doc__, COMMANDS))

@@ -9,6 +9,27 @@ from torch import nn
 from distill.registry import Registry
 
 MODELS: Registry = Registry("model")
+ROLES: dict[str, str] = {}      # registered name -> "teacher" | "student"
+
+
+def register_model(name: str, role: str):
+    """Register a model factory under ``name`` as a ``"teacher"`` or a ``"student"``."""
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', not {role!r}")
+
+    def deco(fn):
+        MODELS.register(name)(fn)
+        ROLES[name] = role
+        return fn
+
+    return deco
+
+
+def model_names(role: str | None = None) -> list[str]:
+    """Registered model names, optionally only the teachers or only the students."""
+    import distill.models  # noqa: F401  (registers every architecture)
+
+    return [n for n in MODELS.names() if role is None or ROLES.get(n) == role]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.models.base import MODELS, SegModel, TapInfo
+from distill.models.base import SegModel, TapInfo, register_model
 from distill.models.heads import ExistHead, load_own_weights, resolve_exist
 
 
@@ -174,7 +174,7 @@ class ENet(SegModel):
         return taps
 
 
-@MODELS.register("enet")
+@register_model("enet", "student")
 def enet(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
          pretrained: str | None = None, decoder: str = "unpool") -> ENet:
     """Student: ENet; ``decoder="interp"`` is the export-friendly variant. ``pretrained``: a state

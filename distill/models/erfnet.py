@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.models.base import MODELS, SegModel, TapInfo
+from distill.models.base import SegModel, TapInfo, register_model
 from distill.models.heads import ExistHead, load_own_weights, resolve_exist
 
 
@@ -111,7 +111,7 @@ class ERFNet(SegModel):
         return taps
 
 
-@MODELS.register("erfnet")
+@register_model("erfnet", "student")
 def erfnet(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
            pretrained: str | None = None, dropout: float = 0.3) -> ERFNet:
     """Student: ERFNet (~2.1 M parameters). ``pretrained``: a state dict saved from this architecture."""

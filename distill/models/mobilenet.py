@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from distill.models.base import MODELS, TapInfo
+from distill.models.base import TapInfo, register_model
 from distill.models.heads import ASPP, BackboneHeadModel
 from distill.models.resnet import load_pretrained
 
@@ -94,7 +94,7 @@ class MobileNetV2(nn.Module):
         return taps
 
 
-@MODELS.register("mobilenetv2_deeplab")
+@register_model("mobilenetv2_deeplab", "student")
 def mobilenetv2_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                         pretrained: str | None = None, width: float = 1.0, head_channels: int = 128,
                         rates: Sequence[int] = (12, 24, 36)) -> BackboneHeadModel:

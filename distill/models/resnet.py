@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from distill.models.base import MODELS, TapInfo
+from distill.models.base import TapInfo, register_model
 from distill.models.heads import ASPP, SCNN, BackboneHeadModel, conv_bn_relu
 
 
@@ -190,7 +190,7 @@ def _fcn(block, layers, num_classes: int, lane_slots: int, exist_head: bool | No
     return BackboneHeadModel(backbone, head, ch, num_classes, lane_slots, exist_head, dropout=0.1)
 
 
-@MODELS.register("resnet101_deeplab")
+@register_model("resnet101_deeplab", "teacher")
 def resnet101_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                       pretrained: str | None = None, width: float = 1.0, scnn: bool = False,
                       rates: Sequence[int] = (12, 24, 36)) -> BackboneHeadModel:
@@ -199,7 +199,7 @@ def resnet101_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | 
                     width, scnn, rates)
 
 
-@MODELS.register("resnet50_deeplab")
+@register_model("resnet50_deeplab", "teacher")
 def resnet50_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                      pretrained: str | None = None, width: float = 1.0, scnn: bool = False,
                      rates: Sequence[int] = (12, 24, 36)) -> BackboneHeadModel:
@@ -208,7 +208,7 @@ def resnet50_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | N
                     width, scnn, rates)
 
 
-@MODELS.register("resnet34_deeplab")
+@register_model("resnet34_deeplab", "teacher")
 def resnet34_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                      pretrained: str | None = None, width: float = 1.0, scnn: bool = False,
                      rates: Sequence[int] = (12, 24, 36)) -> BackboneHeadModel:
@@ -217,7 +217,7 @@ def resnet34_deeplab(num_classes: int, lane_slots: int = 0, exist_head: bool | N
                     width, scnn, rates)
 
 
-@MODELS.register("resnet18_fcn")
+@register_model("resnet18_fcn", "student")
 def resnet18_fcn(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                  pretrained: str | None = None, width: float = 1.0, head_channels: int = 128) -> BackboneHeadModel:
     """Student: ResNet-18 OS8 + FCN head (3x3 conv 128 + BN + ReLU + dropout + 1x1)."""
@@ -225,7 +225,7 @@ def resnet18_fcn(num_classes: int, lane_slots: int = 0, exist_head: bool | None 
                 head_channels)
 
 
-@MODELS.register("resnet34_fcn")
+@register_model("resnet34_fcn", "student")
 def resnet34_fcn(num_classes: int, lane_slots: int = 0, exist_head: bool | None = None, in_channels: int = 3,
                  pretrained: str | None = None, width: float = 1.0, head_channels: int = 128) -> BackboneHeadModel:
     """Student: ResNet-34 OS8 + FCN head."""
