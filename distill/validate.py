@@ -124,3 +124,19 @@ def _all_sum(arr: np.ndarray, device: torch.device) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(arr)).to(device=device, dtype=torch.float64)
     dist.all_reduce(t)
     return t.cpu().numpy().astype(arr.dtype)
+
+
+def evaluate_checkpoint(checkpoint: str, kind: str, root: str, split: str, max_images: int = 0,
+                        batch_size: int = 8, device: str = "cpu", **options: Any) -> dict[str, float]:
+    """Score a checkpoint on a split at the input size and crop it was trained with."""
+    from distill.checkpoint import model_from_checkpoint, spec_from_checkpoint
+    from distill.data.dataset import build_dataset
+
+    model, ckpt = model_from_checkpoint(checkpoint, map_location=device)
+    dataset = build_dataset(kind, root, split, tuple(ckpt["input_size"]), ckpt.get("crop_top", 0),
+                            train=False, **options)
+    spec = spec_from_checkpoint(ckpt)
+    if spec.num_classes != dataset.spec.num_classes:
+        raise ValueError(f"{checkpoint} predicts {spec.num_classes} classes; {root} has {dataset.spec.num_classes}")
+    validator = Validator(dataset, dataset.spec, torch.device(device), max_images, batch_size=batch_size)
+    return validator.run(model.to(device), label_teacher=bool(ckpt.get("label_teacher")))
