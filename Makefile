@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 TEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 setup: $(STAMP)
 
@@ -23,9 +23,6 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -n 2 -q $(TEST_ARGS)
-
-bench: setup
-	$(PY) -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

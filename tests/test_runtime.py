@@ -25,6 +25,7 @@ from runtime.postprocess import LaneDecodeConfig, decode_lanes, decode_lanes_fro
 from runtime.preprocess import Preprocessor, preprocess_reference
 from runtime.sinks import SinkError
 from runtime.sources import SourceError, open_source
+from tests.helpers import read_video
 
 # ------------------------------------------------------------------------------------------------
 # tiny real artifacts (also used by tests/test_runtime_bench.py and tests/test_torch_free.py)
@@ -146,18 +147,6 @@ def write_video(path: Path, frames: int, h: int = FRAME_H, w: int = FRAME_W, fps
     return path
 
 
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        out.append(f)
-    cap.release()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------

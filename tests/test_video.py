@@ -9,21 +9,10 @@ import pytest
 
 from demo.video import make_video, sidecar_path
 from distill.data.synth import SceneConfig, generate_scene
+from tests.helpers import read_video
 
 cv2.setNumThreads(1)
 SIZE = (320, 116)
-
-
-def _frames(path):
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        out.append(f)
-    cap.release()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +22,14 @@ def drive(tmp_path_factory):
 
 
 def test_video_frames(drive):
-    frames = _frames(drive)
+    frames = read_video(drive)
     assert len(frames) == 20
     assert all(f.shape == (SIZE[1], SIZE[0], 3) for f in frames)
     assert all(f.std() > 5 for f in frames)          # real content, not blank frames
 
 
 def test_video_temporally_coherent(drive):
-    frames = [f.astype(np.int16) for f in _frames(drive)]
+    frames = [f.astype(np.int16) for f in read_video(drive)]
     consecutive = np.mean([np.abs(a - b).mean() for a, b in zip(frames, frames[1:])])
     cfg = SceneConfig(width=SIZE[0], height=SIZE[1])
     scenes = [generate_scene(0, i, cfg).image.astype(np.int16) for i in range(4)]
@@ -77,4 +66,4 @@ def test_video_errors_and_cli(tmp_path):
     out = tmp_path / "cli.mp4"
     rc = main("python -m demo", "", ["demo.video"],
               ["video", "--out", str(out), "--seconds", "0.5", "--fps", "6", "--size", "160x64", "--seed", "1"])
-    assert rc == 0 and len(_frames(out)) == 3
+    assert rc == 0 and len(read_video(out)) == 3

@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from runtime.lane_io import LaneFileError
+from runtime.lane_io import LaneFileError, read_culane_lines
 
 SPLIT_NAMES = ("test0_normal", "test1_crowd", "test2_hlight", "test3_shadow", "test4_noline",
                "test5_arrow", "test6_curve", "test7_cross", "test8_night")
@@ -53,21 +53,7 @@ def read_lanes_like_official(path: str | Path) -> list[np.ndarray]:
 
     A whitespace-only line is a lane with no points (it is counted by the official tool).
     """
-    path = Path(path)
-    lanes: list[np.ndarray] = []
-    with open(path, "r", newline="\n") as fh:   # only '\n' ends a line, as std::getline
-        for lineno, line in enumerate(fh, 1):
-            toks = line.split()
-            if len(toks) % 2:
-                raise LaneFileError(f"{path}:{lineno}: odd number of coordinates ({len(toks)})")
-            try:
-                vals = np.array([float(t) for t in toks], dtype=np.float64)
-            except ValueError:
-                raise LaneFileError(f"{path}:{lineno}: not a number in {line.strip()[:60]!r}") from None
-            if not np.all(np.isfinite(vals)):
-                raise LaneFileError(f"{path}:{lineno}: NaN or infinite coordinate")
-            lanes.append(vals.astype(np.float32).reshape(-1, 2))
-    return lanes
+    return [lane.astype(np.float32) for lane in read_culane_lines(path, keep_empty=True)]
 
 
 # --------------------------------------------------------------------------- spline

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.models.base import SegModel, TapInfo, register_model
-from distill.models.heads import ExistHead, load_own_weights, resolve_exist
+from distill.models.base import SegModel, register_model
+from distill.models.heads import ExistHead, light_encoder_taps, load_own_weights, resolve_exist
 
 
 class Downsampler(nn.Module):
@@ -89,11 +89,7 @@ class ERFNet(SegModel):
                                      Upsampler(64, 16), NonBottleneck1d(16, 0, 1), NonBottleneck1d(16, 0, 1))
         self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, 2)
         self.exist = ExistHead(128, num_classes, lane_slots, project=True) if self.has_exist else None
-        self.feature_info = {"stem": TapInfo(16, 2), "stage1": TapInfo(64, 4), "stage2": TapInfo(128, 8),
-                             "stage3": TapInfo(128, 8), "decoder": TapInfo(16, 2),
-                             "logits": TapInfo(num_classes, 1)}
-        if self.has_exist:
-            self.feature_info["exist"] = TapInfo(lane_slots, 0)
+        self.feature_info = light_encoder_taps(num_classes, lane_slots if self.has_exist else 0)
 
     def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]

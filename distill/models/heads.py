@@ -205,3 +205,12 @@ class BackboneHeadModel(SegModel):
         if self.exist is not None:
             taps["exist"] = self.exist(low)
         return taps
+
+
+def light_encoder_taps(num_classes: int, exist_slots: int = 0) -> dict[str, TapInfo]:
+    """The taps ENet and ERFNet share: 16/64/128/128 channels at strides 2/4/8/8, a stride-2 decoder."""
+    info = {"stem": TapInfo(16, 2), "stage1": TapInfo(64, 4), "stage2": TapInfo(128, 8),
+            "stage3": TapInfo(128, 8), "decoder": TapInfo(16, 2), "logits": TapInfo(num_classes, 1)}
+    if exist_slots:
+        info["exist"] = TapInfo(exist_slots, 0)
+    return info

@@ -1,0 +1,148 @@
+"""The KD table: every method against the baseline on the synthetic benchmark, same budget, several seeds.
+
+    python -m benchmarks.kd_table [--students enet erfnet] [--seeds 0 1 2] [--steps 300]
+                                  [--methods baseline kd skd ...] [--out runs/kd_table]
+
+Uses the embedded-default recipes (synthetic scenes, 96x256 input): the teacher is trained once
+(or reused), LGAD's label teacher once per student family, then every (student, method, seed) run
+trains for the same number of steps and is scored on the synthetic test split (F1 with the CULane
+protocol, mIoU over the lane classes). Prints a Markdown table (mean ± std over seeds, gain over
+the baseline, step time relative to the baseline) and writes ``<out>/kd_table.json`` and
+``<out>/kd_table.md``. Runs that finished are reused, so the table can be built up over sessions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from distill.checkpoint import load_checkpoint
+from distill.config import load_config
+from distill.train import train
+from distill.train_config import TrainConfig
+from distill.validate import evaluate_checkpoint
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+# name -> methods list ({"name": ..., kwargs}); "{label_teacher}" is filled in per student family.
+METHODS: dict[str, list[dict[str, Any]]] = {
+    "baseline": [],
+    "kd": [{"name": "kd", "T": 1.0}],
+    "fitnet": [{"name": "fitnet", "s_tap": "stage3", "t_tap": "decoder"}, {"name": "kd"}],
+    "at": [{"name": "at", "s_tap": "stage3", "t_tap": "decoder"}, {"name": "kd"}],
+    "sad": [{"name": "sad", "pairs": [["stage1", "stage2"], ["stage2", "stage3"]], "warmup": 0.4}],
+    "cwd": [{"name": "cwd"}],
+    "ifvd": [{"name": "ifvd", "s_tap": "stage3", "t_tap": "decoder"}, {"name": "kd"}],
+    "dsd": [{"name": "dsd"}],
+    "skd": [{"name": "skd_pixel"}, {"name": "skd_pair", "s_tap": "stage3", "t_tap": "decoder"},
+            {"name": "skd_holistic", "variant": "wgan-gp"}],
+    "cirkd+kd": [{"name": "kd"}, {"name": "cirkd", "s_tap": "stage3", "t_tap": "decoder",
+                                  "pixel_memory_size": 4000, "region_memory_size": 400}],
+    "intra_kd+kd": [{"name": "kd"}, {"name": "intra_kd", "s_tap": "stage3", "t_tap": "decoder"}],
+    "lgad": [{"name": "lgad", "label_teacher_checkpoint": "{label_teacher}", "stages": ["stage1", "stage2", "stage3"]}],
+}
+STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.yaml"}
+
+
+def _trained(out: Path, steps: int) -> bool:
+    last = out / "last.pt"
+    return last.is_file() and load_checkpoint(last)["step"] >= steps
+
+
+def _train(recipe: str, out: Path, steps: int, data: Path, extra: list[str]) -> Path:
+    if not _trained(out, steps):
+        cfg = load_config(TrainConfig, RECIPES / recipe,
+                          [f"out={out}", f"data.root={data}", f"steps={steps}", f"val_every={steps}",
+                           f"ckpt_every={max(10, steps // 4)}", *extra])
+        train(cfg, quiet=True)
+    return out / "last.pt"
+
+
+def _sec_per_step(out: Path) -> float:
+    rows = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines() if l.strip()]
+    vals = [r["sec_per_step"] for r in rows if "sec_per_step" in r]
+    return statistics.median(vals[1:] or vals)      # the first window includes start-up
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out, data = Path(args.out), Path(args.data)
+    if not (data / "list" / "test.txt").is_file():
+        from distill.data.synth import write_culane
+        write_culane(data, args.scenes, seed=0, overwrite=True)
+    teacher = _train("synthetic_teacher.yaml", out / "teacher", args.teacher_steps, data, [])
+    results: dict[str, Any] = {"teacher": evaluate_checkpoint(str(teacher), "culane", str(data), "test",
+                                                              max_images=args.eval_images), "rows": []}
+    for student in args.students:
+        recipe = STUDENT_RECIPES[student]
+        label_teacher = None
+        for method in args.methods:
+            if method == "lgad" and label_teacher is None:
+                label_teacher = _train(recipe, out / f"{student}_label_teacher", args.steps, data,
+                                       ["label_teacher=true"])
+            for seed in args.seeds:
+                run_dir = out / student / method / f"seed{seed}"
+                methods = json.loads(json.dumps(METHODS[method]).replace("{label_teacher}", str(label_teacher)))
+                extra = [f"seed={seed}", f"methods={json.dumps(methods)}"]
+                if any(m["name"] not in ("sad", "lgad") for m in methods):
+                    extra.append(f"teacher={{checkpoint: {teacher}}}")
+                ckpt = _train(recipe, run_dir, args.steps, data, extra)
+                scores = evaluate_checkpoint(str(ckpt), "culane", str(data), "test", max_images=args.eval_images)
+                row = {"student": student, "method": method, "seed": seed, **scores,
+                       "sec_per_step": _sec_per_step(run_dir)}
+                results["rows"].append(row)
+                print(f"{student:<7} {method:<12} seed {seed}: F1 {100 * scores['f1']:.1f}  "
+                      f"mIoU {100 * scores['miou']:.1f}  {row['sec_per_step']:.2f} s/step", flush=True)
+    return results
+
+
+def summarise(results: dict[str, Any]) -> str:
+    t = results["teacher"]
+    lines = [f"Teacher (resnet34_deeplab, width 0.5): F1 {100 * t['f1']:.1f}, mIoU {100 * t['miou']:.1f}", "",
+             "| student | method | F1 (mean ± std) | ΔF1 vs baseline | mIoU (mean ± std) | ΔmIoU | step time vs baseline | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows = results["rows"]
+    for student in dict.fromkeys(r["student"] for r in rows):
+        def stats(method: str, key: str) -> tuple[float, float, int]:
+            vals = [100 * r[key] for r in rows if r["student"] == student and r["method"] == method]
+            return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+        def step(method: str) -> float:
+            return statistics.mean(r["sec_per_step"] for r in rows if r["student"] == student and r["method"] == method)
+
+        base_f1, base_miou = stats("baseline", "f1")[0], stats("baseline", "miou")[0]
+        for method in dict.fromkeys(r["method"] for r in rows if r["student"] == student):
+            f1, f1_sd, n = stats(method, "f1")
+            miou, miou_sd, _ = stats(method, "miou")
+            lines.append(f"| {student} | {method} | {f1:.1f} ± {f1_sd:.1f} | {f1 - base_f1:+.1f} | {miou:.1f} ± {miou_sd:.1f} "
+                         f"| {miou - base_miou:+.1f} | {step(method) / step('baseline'):.2f}x | {n} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/kd_table")
+    ap.add_argument("--data", default="runs/data/synthetic")
+    ap.add_argument("--scenes", type=int, default=800)
+    ap.add_argument("--students", nargs="+", default=["enet", "erfnet"], choices=sorted(STUDENT_RECIPES))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--teacher-steps", type=int, default=400)
+    ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
+    ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
+    args = ap.parse_args()
+    if args.quick:
+        args.students, args.methods, args.seeds, args.steps, args.teacher_steps = ["enet"], ["baseline", "kd"], [0], 20, 20
+    results = run(args)
+    table = summarise(results)
+    print("\n" + table)
+    out = Path(args.out)
+    (out / "kd_table.json").write_text(json.dumps(results, indent=2))
+    (out / "kd_table.md").write_text(table + "\n")
+    print(f"wrote {out / 'kd_table.json'} and {out / 'kd_table.md'}")
+
+
+if __name__ == "__main__":
+    main()
