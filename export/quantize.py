@@ -7,6 +7,8 @@ gets its final name: FP16 numerically (1e-2) and at task level, INT8 at task lev
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -159,12 +161,18 @@ def _pre_process(src: Path, dst: Path) -> None:
     """ORT's ``quant_pre_process`` (optimise + shape inference); symbolic inference first."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception:
-        # the symbolic shape pass fails on some lowered ops (e.g. ScatterND from unpooling); ONNX's
-        # own shape inference is enough for QDQ placement
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)   # ORT drops "sym_shape_infer_temp.onnx" into the working folder on failure
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception:
+            # the symbolic shape pass fails on some lowered ops (e.g. ScatterND from unpooling);
+            # ONNX's own shape inference is enough for QDQ placement
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        finally:
+            os.chdir(cwd)
 
 
 def quantize_int8(onnx_in: str | Path, out: str | Path, frames: Any = None, method: str = "entropy",
