@@ -71,6 +71,8 @@ class EpochSampler(Sampler[int]):
     Rank r takes every world-th index of the permutation, so the union of the ranks' k-th batches
     is exactly the k-th batch of a single process with the global batch size. ``start`` skips the
     samples already consumed in the epoch, which makes a resumed run see the same data order.
+    It yields keys ``epoch * n + index`` so that persistent DataLoader workers know the epoch
+    (see ``EpochKeyed``) without being restarted every epoch.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
@@ -94,10 +96,25 @@ class EpochSampler(Sampler[int]):
             order = list(range(self.n))
         mine = order[self.rank::self.world]
         usable = self.batches_per_epoch() * self.batch_size
-        return iter(mine[self.start_batch * self.batch_size:usable])
+        base = self.epoch * self.n
+        return iter([base + i for i in mine[self.start_batch * self.batch_size:usable]])
 
     def __len__(self) -> int:
         return (self.batches_per_epoch() - self.start_batch) * self.batch_size
+
+
+class EpochKeyed(torch.utils.data.Dataset):
+    """Key ``epoch * n + i`` -> item ``i`` with that epoch's augmentations (from ``EpochSampler``)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset, self.n = dataset, len(dataset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        epoch, index = divmod(int(key), self.n)
+        return self.dataset.item(index, epoch)
 
 
 # ----------------------------------------------------------------------------- the model under training
@@ -233,9 +250,9 @@ class Trainer:
             raise ValueError(f"{d.root}: {len(self.train_set)} training images, fewer than one global batch "
                              f"({d.batch_size} x {self.dist.world})")
         self.sampler = EpochSampler(len(self.train_set), d.batch_size, cfg.seed, self.dist.rank, self.dist.world)
-        self.loader = DataLoader(self.train_set, batch_size=d.batch_size, sampler=self.sampler,
+        self.loader = DataLoader(EpochKeyed(self.train_set), batch_size=d.batch_size, sampler=self.sampler,
                                  num_workers=d.num_workers, collate_fn=collate, drop_last=True,
-                                 persistent_workers=False, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=d.num_workers > 0, pin_memory=self.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(cfg.seed))
 
         # models
@@ -377,8 +394,7 @@ class Trainer:
         per_epoch = self.sampler.batches_per_epoch()
         epoch, start = divmod(self.step, per_epoch)
         while True:
-            self.sampler.set_epoch(epoch, start)
-            self.train_set.set_epoch(epoch)   # augmentations depend on (seed, epoch, index) only
+            self.sampler.set_epoch(epoch, start)   # its keys carry the epoch to the workers
             yield from self.loader
             epoch, start = epoch + 1, 0
 

@@ -50,13 +50,17 @@ class SegDataset(Dataset):
         """Draw new augmentations for the next epoch (call before creating the loader iterator)."""
         self.epoch = int(epoch)
 
-    def sample(self, index: int) -> Sample:
+    def sample(self, index: int, epoch: int | None = None) -> Sample:
         """The transformed ``Sample`` (lanes, meta with geometry): what evaluators need."""
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
         return self.transform(self.reader[index], rng)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = self.sample(index)
+        return self.item(index, self.epoch)
+
+    def item(self, index: int, epoch: int) -> dict[str, Any]:
+        """Item ``index`` with the augmentations of ``epoch`` (what persistent workers are asked for)."""
+        s = self.sample(index, epoch)
         if s.image.ndim != 3 or s.image.shape[0] != 3 or s.image.dtype != np.float32:
             raise TypeError("SegDataset's transform must end in Normalize (float32 (3, H, W) image)")
         h, w = s.image.shape[1:]
