@@ -24,8 +24,8 @@ class DemoSettings:
     scenes: int = 480                  # synthetic scenes (80 / 10 / 10 % train / val / test)
     video_seconds: float = 6.0
     fps: int = 30
-    teacher_steps: int = 150
-    student_steps: int = 200
+    teacher_steps: int = 600
+    student_steps: int = 250
     eval_images: int = 48
     bench_frames: int = 60
     seed: int = 0

@@ -242,3 +242,38 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
         export_module(module, bump_meta(module, False, False), tmp_path / "m.onnx", frames=road_frames(1),
                       verify_frames=1)
     _only(tmp_path)
+
+
+def test_task_scores_through_the_runtime_match_the_training_side_pipeline(tmp_path, synth_root):
+    """F1 of an exported model measured through runtime pre/post-processing equals the same model
+    scored on the training side (distill transforms, torch, the same decode rows)."""
+    from distill.data.dataset import build_dataset
+    from distill.eval.culane import culane_counts
+    from export.accuracy import task_scores
+    from runtime.postprocess import LaneDecodeConfig
+
+    geometry = Geometry(148, 410, *SIZE)
+    model = BumpLanes(SIZE[1]).eval()
+    module = DeployModule(model, "lanes")
+    ckpt = {"model_name": "bumps", "spec": {"task": "lanes", "class_names": list(DataSpec.lanes(4).class_names),
+                                            "lane_slots": 4}}
+    meta = build_meta(ckpt, geometry, module.output_names, False, False, True, False)
+    onnx_path = export_module(module, meta, tmp_path / "bumps.onnx", frames=road_frames(2, size=(148, 410)),
+                              verify_frames=2)
+    got = task_scores(onnx_path, synth_root, "test")
+
+    data = build_dataset("culane", synth_root, "test", SIZE, 0)
+    cfg = LaneDecodeConfig(rows=list(meta.sample_rows))
+    counts = np.zeros(3, int)
+    for i in range(len(data)):
+        s, raw = data.sample(i), data.reader[i]
+        with torch.no_grad():
+            logits, exist = model(torch.from_numpy(s.image)[None])
+            probs, exist = torch.softmax(logits, 1)[0].numpy(), torch.sigmoid(exist)[0].numpy()
+        lanes = decode_lanes(probs, exist, geometry, cfg)
+        counts += culane_counts(list(lanes.values()), [p for _, p in sorted(raw.lanes.items())], width=8,
+                                img_size=(148, 410))[0.5]
+    tp, fp, fn = counts
+    assert got["images"] == len(data) and tp + fp > 0, "the bump model must predict lanes here"
+    assert got["precision"] == pytest.approx(tp / (tp + fp))
+    assert got["recall"] == pytest.approx(tp / (tp + fn) if tp + fn else 0.0)
