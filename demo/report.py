@@ -48,8 +48,8 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return img
 
 
-def _markdown(s: Any, scores: dict, models: dict, summary: dict, bench: dict, artefacts: list[tuple[str, Path]],
-              rel: Any) -> str:
+def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: dict,
+              artefacts: list[tuple[str, Path]], rel: Any) -> str:
     lines = ["# lanekd demo report", "",
              f"Embedded default: {s.scenes} synthetic road scenes, a {s.video_seconds:g} s synthetic dashcam video.", "",
              "## Accuracy on the synthetic test split", "",
@@ -61,7 +61,15 @@ def _markdown(s: Any, scores: dict, models: dict, summary: dict, bench: dict, ar
     gain = 100 * (scores["distilled"]["f1"] - scores["baseline"]["f1"])
     lines += ["", f"Distillation changed the student's F1 by {gain:+.1f} points at the same training budget "
                   f"({s.student_steps} steps).", "",
-              "## Training curves", ""]
+              "## Exported student through the runtime", "",
+              "| model | F1 | precision | recall |", "|---|---|---|---|"]
+    for name, m in export_scores.items():
+        lines.append(f"| {name} | {100 * m['f1']:.1f} | {100 * m['precision']:.1f} | {100 * m['recall']:.1f} |")
+    if "fp32" in export_scores and "int8" in export_scores:
+        drop = 100 * (export_scores["int8"]["f1"] - export_scores["fp32"]["f1"])
+        lines += ["", f"INT8 changes F1 by {drop:+.1f} points against FP32 (the runtime decodes the sidecar's "
+                      f"sampling rows, so these F1 differ slightly from the PyTorch table above)."]
+    lines += ["", "## Training curves", ""]
     for name in ("teacher", "baseline", "distilled"):
         lines.append(f"![{name}]({rel(s.out / 'runs' / name / 'curves.png')})")
     lines += ["", "## Frames (input, teacher, baseline, distilled)", "", f"![grid]({rel(s.out / 'grid.png')})", "",
@@ -120,7 +128,7 @@ def _html(md: str, title: str) -> str:
 
 
 def write_report(s: Any, root: Path, video: Path, ckpts: dict[str, Path], scores: dict, models: dict[str, Path],
-                 summary: dict, bench: dict) -> Path:
+                 export_scores: dict, summary: dict, bench: dict) -> Path:
     grid = frame_grid(root, ckpts, s.out / "grid.png")
     artefacts = [("synthetic dataset (CULane layout)", root), ("dashcam video", video),
                  *[(f"{k} checkpoint", v) for k, v in ckpts.items()],
@@ -130,9 +138,9 @@ def write_report(s: Any, root: Path, video: Path, ckpts: dict[str, Path], scores
                  ("runtime summary", s.out / "runtime_summary.json"), ("benchmark JSON", s.out / "bench.json"),
                  ("latency chart", s.out / "bench.png"), ("frame grid", grid),
                  ("scores", s.out / "scores.json")]
-    (s.out / "scores.json").write_text(json.dumps(scores, indent=2))
+    (s.out / "scores.json").write_text(json.dumps({"pytorch": scores, "runtime": export_scores}, indent=2))
     rel = lambda p: Path(p).resolve().relative_to(s.out.resolve()).as_posix()  # noqa: E731
-    md = _markdown(s, scores, models, summary, bench, artefacts, rel)
+    md = _markdown(s, scores, export_scores, summary, bench, artefacts, rel)
     report = s.out / "report.md"
     report.write_text(md)
     (s.out / "report.html").write_text(_html(md, "lanekd demo report"))
