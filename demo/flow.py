@@ -24,7 +24,7 @@ class DemoSettings:
     scenes: int = 480                  # synthetic scenes (80 / 10 / 10 % train / val / test)
     video_seconds: float = 6.0
     fps: int = 30
-    teacher_steps: int = 500
+    teacher_steps: int = 600
     student_steps: int = 250
     eval_images: int = 48
     bench_frames: int = 60

@@ -161,3 +161,17 @@ def test_ddp_two_processes_match_a_single_process_with_the_same_global_batch(syn
         torch.testing.assert_close(r0[k], one[k], rtol=1e-4, atol=1e-5, msg=f"DDP != single process at {k}")
     assert not (tmp_path / "ddp" / "rank1.log").exists()
     assert load_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none)")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_channels_last_training_runs_and_resumes(synth_root, tmp_path, amp):
+    cfg = _cfg(synth_root, tmp_path / amp, steps=4, device="cuda", amp=amp, channels_last=True,
+               teacher={"checkpoint": ""}, methods=[{"name": "sad", "warmup": 0.0}])
+    trainer = Trainer(cfg, quiet=True)
+    metrics = trainer.run()
+    assert trainer.device.type == "cuda" and "f1" in metrics
+    ckpt = load_checkpoint(tmp_path / amp / "last.pt")
+    assert ckpt["step"] == 4 and ("scale" in ckpt["scaler"]) == (amp == "fp16")
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
