@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from distill.data.sample import DataSpec
-from distill.methods._common import attention_map, match_spatial, tap_info
+from distill.methods._common import attention_map
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -35,13 +35,9 @@ class AT(KDMethod):
                  weight: float = 10000.0, s_tap: str = "decoder", t_tap: str = "decoder") -> None:
         super().__init__()
         self.weight = float(weight)
-        tap_info(s_info, s_tap, "student", "at")
-        tap_info(t_info, t_tap, "teacher", "at")
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        self.bind_taps(s_info, t_info, s_tap, t_tap, "at")
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        s = s_taps[self.s_tap]
-        t = match_spatial(t_taps[self.t_tap].detach(), s)
+        s, t = self.feature_pair(s_taps, t_taps)
         return {"kd/at": self.weight * at_loss(s, t)}

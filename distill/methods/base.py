@@ -34,6 +34,24 @@ class KDMethod(nn.Module):
         self.step = 0
         self.total_steps = 1
 
+    def bind_taps(self, s_info: dict[str, TapInfo] | None, t_info: dict[str, TapInfo] | None,
+                  s_tap: str, t_tap: str, name: str) -> tuple[TapInfo, TapInfo]:
+        """Check one student and one teacher tap exist, remember them, return their ``TapInfo``."""
+        from distill.methods._common import tap_info
+
+        s_i, t_i = tap_info(s_info, s_tap, "student", name), tap_info(t_info, t_tap, "teacher", name)
+        self.s_tap, self.t_tap = s_tap, t_tap
+        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        return s_i, t_i
+
+    def feature_pair(self, s_taps: dict[str, torch.Tensor],
+                     t_taps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bound student tap and the (detached) teacher tap resized to the student's size."""
+        from distill.methods._common import match_spatial
+
+        s = s_taps[self.s_tap]
+        return s, match_spatial(t_taps[self.t_tap].detach(), s)
+
     def set_progress(self, step: int, total_steps: int) -> None:
         self.step, self.total_steps = step, max(1, total_steps)
 

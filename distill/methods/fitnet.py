@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.data.sample import DataSpec
-from distill.methods._common import match_spatial, tap_info
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -42,14 +41,11 @@ class FitNet(KDMethod):
                  weight: float = 10.0, s_tap: str = "decoder", t_tap: str = "decoder") -> None:
         super().__init__()
         self.weight = float(weight)
-        cs = tap_info(s_info, s_tap, "student", "fitnet").channels
-        ct = tap_info(t_info, t_tap, "teacher", "fitnet").channels
+        s_i, t_i = self.bind_taps(s_info, t_info, s_tap, t_tap, "fitnet")
+        cs, ct = s_i.channels, t_i.channels
         self.adapter = nn.Conv2d(cs, ct, kernel_size=1, bias=False)
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        s = s_taps[self.s_tap]
-        t = match_spatial(t_taps[self.t_tap].detach(), s)
+        s, t = self.feature_pair(s_taps, t_taps)
         return {"kd/fitnet": self.weight * fitnet_loss(s, t, self.adapter.weight)}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data.sample import DataSpec
-from distill.methods._common import match_spatial, resize_mask, tap_info
+from distill.methods._common import resize_mask
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -61,15 +61,11 @@ class IFVD(KDMethod):
         super().__init__()
         self.weight = float(weight)
         self.num_classes = spec.num_classes
-        tap_info(s_info, s_tap, "student", "ifvd")
-        tap_info(t_info, t_tap, "teacher", "ifvd")
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        self.bind_taps(s_info, t_info, s_tap, t_tap, "ifvd")
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "mask" not in batch:
             raise KeyError("ifvd: the batch has no 'mask'; IFVD needs labelled frames")
-        s = s_taps[self.s_tap]
-        t = match_spatial(t_taps[self.t_tap].detach(), s)
+        s, t = self.feature_pair(s_taps, t_taps)
         return {"kd/ifvd": self.weight * ifv_loss(s, t, batch["mask"], self.num_classes)}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data.sample import DataSpec
-from distill.methods._common import check_choice, check_positive, match_spatial, tap_info
+from distill.methods._common import check_choice, check_positive
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -72,13 +72,9 @@ class SKDPair(KDMethod):
         self.variant = check_choice(variant, VARIANTS, "variant", "skd_pair")
         self.weight = DEFAULT_WEIGHT[variant] if weight is None else float(weight)
         self.pool_scale = check_positive(pool_scale, "pool_scale", "skd_pair")
-        tap_info(s_info, s_tap, "student", "skd_pair")
-        tap_info(t_info, t_tap, "teacher", "skd_pair")
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        self.bind_taps(s_info, t_info, s_tap, t_tap, "skd_pair")
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        s = s_taps[self.s_tap]
-        t = match_spatial(t_taps[self.t_tap].detach(), s)
+        s, t = self.feature_pair(s_taps, t_taps)
         return {"kd/skd_pair": self.weight * pairwise_loss(s, t, self.pool_scale, self.variant)}
