@@ -9,7 +9,6 @@ benchmarks/out/bench_eval.json, with the time extrapolated to the 34,680 CULane 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -19,6 +18,7 @@ import numpy as np
 
 from distill.eval.culane import evaluate_culane
 from runtime.lane_io import write_culane_lines
+from runtime.sinks import write_json
 
 CULANE_TEST_IMAGES = 34680
 
@@ -72,10 +72,7 @@ def main(argv=None) -> dict:
     print(f"{'images':>8}{'workers':>8}{'eval s':>9}{'ms/img':>8}{'34680 imgs s':>14}{'F1':>7}")
     print(f"{n:>8}{args.workers:>8}{t_eval:>9.1f}{per_img_ms:>8.2f}{out['extrapolated_culane_test_s']:>14.0f}"
           f"{100 * res['f1']:>7.2f}")
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.out, out)}")
     return out
 
 

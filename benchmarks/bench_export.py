@@ -9,12 +9,12 @@ Writes benchmarks/out/bench_export.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from runtime.sinks import write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "bench_export.json"
 STUDENTS = ("erfnet", "enet", "resnet18_fcn", "resnet34_fcn", "mobilenetv2_deeplab")
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['model']:<20} {r['size'][0]}x{r['size'][1]:<4} {r['torch_ms']:>9.1f} {r['ort_fp32_ms']:>9.1f} "
                   f"{v:<13} {s['ms']:>8.1f} {s['speedup_vs_fp32']:>7.2f} {r['torch_ms'] / s['ms']:>8.2f} "
                   f"{s['argmax_agreement']:>8.4f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, {'args': vars(args), 'rows': rows})}")
     return 0
 
 

@@ -11,7 +11,6 @@ Usage: ``python -m benchmarks.bench_loader [--quick]``; JSON to ``benchmarks/out
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -27,6 +26,7 @@ from distill.data.culane import CULane
 from distill.data.dataset import SegDataset, collate
 from distill.data.transforms import eval_transforms, train_transforms
 from runtime.lane_io import write_culane_lines
+from runtime.sinks import write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "bench_loader.json"
 
@@ -127,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"note: a training step of batch {a.batch} taking T ms consumes {a.batch}*1000/T images/s; "
           f"the loader keeps up while that is below {ips:.0f} images/s "
           f"(e.g. T >= {a.batch * 1000 / ips:.0f} ms)." if ips == ips and ips > 0 else "")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {a.out}")
+    print(f"wrote {write_json(a.out, res)}")
     return 0
 
 

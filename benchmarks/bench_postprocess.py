@@ -12,9 +12,7 @@ Writes benchmarks/out/bench_postprocess.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,6 +22,7 @@ cv2.setNumThreads(1)
 from distill.eval.culane import culane_counts  # noqa: E402
 from runtime.geometry import Geometry  # noqa: E402
 from runtime.postprocess import LaneDecodeConfig, decode_lanes, decode_lanes_from_peaks, sample_rows  # noqa: E402
+from runtime.sinks import write_json
 
 GEOM = Geometry(590, 1640, 288, 800)
 
@@ -110,10 +109,7 @@ def main(argv=None) -> dict:
     for k, v in acc.items():
         print(f"{k:<16}{100 * v['F1@0.50']:>9.2f}{100 * v['F1@0.75']:>9.2f}")
     out = {"input": "288x800", "slots": 4, "threads": 1, "reps": reps, **times, "scenes": n_scenes, "f1": acc}
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(args.out, out)}")
     return out
 
 

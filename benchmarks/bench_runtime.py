@@ -18,12 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from runtime.bench import bench, latency_summary
 from runtime.metadata import ModelMeta, culane_rows, sidecar_path
 from runtime.pipeline import load_model
-from runtime.postprocess import LaneDecodeConfig, decode_lanes, decode_lanes_from_peaks
 from runtime.preprocess import Preprocessor, preprocess_reference
 from runtime.sources import open_source
 

@@ -8,7 +8,6 @@ Prints a table and writes ``benchmarks/out/bench_synthetic.json``. Target: >= 30
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -19,6 +18,7 @@ import numpy as np
 
 from distill.data.cli import parse_size
 from distill.data.synth import SceneConfig, plan_scene, render, write_culane
+from runtime.sinks import write_json
 
 OUT = Path(__file__).parent / "out" / "bench_synthetic.json"
 
@@ -55,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['size']:>10} {r['scenes']:>7} {r['gen_scenes_per_s']:>8.1f} {r['gen_ms_p50']:>8.1f} "
               f"{r['gen_ms_p90']:>8.1f} {r['gen_write_scenes_per_s']:>12.1f}")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"benchmark": "bench_synthetic", "threads": 1, "quick": args.quick,
-                               "machine": platform.processor() or platform.machine(),
-                               "opencv": cv2.__version__, "results": rows}, indent=2))
+    write_json(OUT, {"benchmark": "bench_synthetic", "threads": 1, "quick": args.quick,
+                     "machine": platform.processor() or platform.machine(),
+                     "opencv": cv2.__version__, "results": rows})
     print(f"wrote {OUT}")
     return 0
 

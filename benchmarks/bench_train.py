@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.models.base import build_model, model_names
+from runtime.sinks import write_json
 
 OUT = Path(__file__).parent / "out" / "bench_train.json"
 
@@ -81,9 +81,7 @@ def main() -> None:
     result = {"size": [h, w], "batch": batch, "steps": steps, "device": str(device),
               "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "rows": rows}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
-    print(f"wrote {OUT}")
+    print(f"wrote {write_json(OUT, result)}")
 
 
 if __name__ == "__main__":

@@ -48,17 +48,12 @@ METHODS: dict[str, list[dict[str, Any]]] = {
 STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.yaml"}
 
 
-def _trained(out: Path, steps: int) -> bool:
-    last = out / "last.pt"
-    return last.is_file() and load_checkpoint(last)["step"] >= steps
-
-
 def _train(recipe: str, out: Path, steps: int, data: Path, extra: list[str]) -> Path:
-    if not _trained(out, steps):
-        cfg = load_config(TrainConfig, RECIPES / recipe,
-                          [f"out={out}", f"data.root={data}", f"steps={steps}", f"val_every={steps}",
-                           f"ckpt_every={max(10, steps // 4)}", *extra])
-        train(cfg, quiet=True)
+    """Train a run, or resume it (a finished run resumes at its last step and trains no more)."""
+    cfg = load_config(TrainConfig, RECIPES / recipe,
+                      [f"out={out}", f"data.root={data}", f"steps={steps}", f"val_every={steps}",
+                       f"ckpt_every={max(10, steps // 4)}", *extra])
+    train(cfg, quiet=True)
     return out / "last.pt"
 
 

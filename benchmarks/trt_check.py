@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from runtime.sinks import write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "trt_check.json"
 
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['precision']:<9} {str(r['ok']):<5} {r['argmax_agreement'] or 0:>8.4f} {r['p50_ms']:>8.2f} "
               f"{r['p90_ms']:>8.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": str(args.model), "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, {'model': str(args.model), 'rows': rows})}")
     return 0 if all(r["ok"] for r in rows) else 1
 
 

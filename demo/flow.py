@@ -71,15 +71,9 @@ def train_recipe(s: DemoSettings, recipe: str, out: Path, steps: int, root: Path
 
     overrides = [f"out={out}", f"data.root={root}", f"steps={steps}", f"val_every={steps}",
                  f"ckpt_every={max(10, steps // 5)}", f"seed={s.seed}", *(extra or [])]
-    cfg = load_config(TrainConfig, RECIPES / recipe, overrides)
-    best = out / "best.pt"
-    if best.is_file() and (out / "last.pt").is_file():
-        from distill.checkpoint import load_checkpoint
-        if load_checkpoint(out / "last.pt")["step"] >= steps:
-            print(f"  reusing {best}")
-            return best
-    train(cfg)
-    return best
+    # a finished run is resumed at its last step, so it is reused without training again
+    train(load_config(TrainConfig, RECIPES / recipe, overrides))
+    return out / "best.pt"
 
 
 def evaluate(s: DemoSettings, root: Path, models: dict[str, Path]) -> dict[str, dict[str, float]]:

@@ -18,8 +18,9 @@ def frame_grid(root: Path, ckpts: dict[str, Path], out: Path, rows: int = 3, cel
     from runtime.overlay import Overlay
     from runtime.postprocess import LaneDecodeConfig, decode_lanes
 
-    models = {name: model_from_checkpoint(p)[0] for name, p in ckpts.items()}
-    first = model_from_checkpoint(next(iter(ckpts.values())))[1]
+    loaded = {name: model_from_checkpoint(p) for name, p in ckpts.items()}
+    models = {name: model for name, (model, _) in loaded.items()}
+    first = next(iter(loaded.values()))[1]
     data = build_dataset("culane", root, "test", tuple(first["input_size"]), first.get("crop_top", 0))
     overlay = Overlay()
     picks = np.linspace(0, len(data) - 1, rows).astype(int)

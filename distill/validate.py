@@ -16,12 +16,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.sample import DataSpec
-from distill.eval.culane import culane_counts
+from distill.eval.culane import culane_counts, lane_width_for, prf
 from distill.eval.miou import ConfusionMatrix
 from runtime.postprocess import LaneDecodeConfig, decode_lanes
-
-CULANE_WIDTH = 30
-CULANE_FRAME_W = 1640
 
 
 class _ValItems(Dataset):
@@ -92,8 +89,8 @@ class Validator:
             for b in range(len(probs)):
                 geometry = batch["geometry"][b]
                 lanes = decode_lanes(probs[b], exist[b] if exist is not None else None, geometry, self.decode)
-                width = max(1, round(CULANE_WIDTH * geometry.orig_w / CULANE_FRAME_W))
-                tp, fp, fn = culane_counts(list(lanes.values()), batch["gt_lanes"][b], width=width,
+                tp, fp, fn = culane_counts(list(lanes.values()), batch["gt_lanes"][b],
+                                           width=lane_width_for(geometry.orig_w),
                                            img_size=(geometry.orig_h, geometry.orig_w))[0.5]
                 counts += (tp, fp, fn)
                 if exist is not None:
@@ -106,10 +103,8 @@ class Validator:
         model.train(was_training)
         out: dict[str, float] = {"miou": float(conf.miou())}
         if self.spec.task == "lanes":
-            tp, fp, fn = (int(v) for v in counts)
-            p = tp / (tp + fp) if tp + fp else 0.0
-            r = tp / (tp + fn) if tp + fn else 0.0
-            out = {"f1": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r, **out}
+            scores = prf(*(int(v) for v in counts))
+            out = {k: scores[k] for k in ("f1", "precision", "recall")} | out
             if exist_hits[1]:
                 out["exist_acc"] = float(exist_hits[0] / exist_hits[1])
         return out

@@ -14,11 +14,9 @@ import cv2
 import numpy as np
 
 from distill.data.dataset import build_reader
-from distill.eval.culane import culane_counts
+from distill.eval.culane import culane_counts, lane_width_for, prf
 from distill.eval.miou import ConfusionMatrix
 from runtime.pipeline import load_model
-
-CULANE_WIDTH, CULANE_FRAME_W = 30, 1640
 
 
 def task_scores(model: str | Path, root: str | Path, split: str = "test", kind: str = "culane",
@@ -38,8 +36,8 @@ def task_scores(model: str | Path, root: str | Path, split: str = "test", kind: 
             result = loaded.decoder(outputs, geometry)
             if loaded.meta.task == "lanes":
                 gt = [p for _, p in sorted(raw.lanes.items())]
-                width = max(1, round(CULANE_WIDTH * w / CULANE_FRAME_W))
-                counts += culane_counts(list(result.lanes.values()), gt, width=width, img_size=(h, w))[0.5]
+                counts += culane_counts(list(result.lanes.values()), gt, width=lane_width_for(w),
+                                        img_size=(h, w))[0.5]
             else:
                 if conf is None:
                     conf = ConfusionMatrix(loaded.meta.num_classes)
@@ -48,10 +46,8 @@ def task_scores(model: str | Path, root: str | Path, split: str = "test", kind: 
                                                       interpolation=cv2.INTER_NEAREST)
                 conf.update(pred, raw.mask)
     finally:
-        loaded.backend.close()
+        loaded.close()
     if conf is not None:
         return {"miou": float(conf.miou()), "images": n}
-    tp, fp, fn = (int(v) for v in counts)
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"f1": 2 * p * r / (p + r) if p + r else 0.0, "precision": p, "recall": r, "images": n}
+    scores = prf(*(int(v) for v in counts))
+    return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"], "images": n}

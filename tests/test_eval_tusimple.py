@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from distill.eval.tusimple import bench, evaluate_tusimple, f1_from_rates

@@ -15,7 +15,7 @@ from torch import nn
 from distill.checkpoint import CheckpointError, save_checkpoint
 from distill.data.sample import DataSpec
 from distill.models.base import SegModel, TapInfo, build_model, model_names
-from export.deploy import DeployModule, input_rows, peaks_numpy
+from export.deploy import DeployModule, peaks_numpy
 from export.onnx import (ExportError, build_meta, embedded_meta, export_module, export_onnx, sampling_rows)
 from export.verify import OrtRunner, compare, model_inputs, verify
 from runtime.geometry import Geometry

@@ -67,7 +67,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(synth_root, tmp_
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(synth_root, tmp_path):
-    cfg = _cfg(synth_root, tmp_path / "run", steps=400, ckpt_every=1000, log_every=1)
+    _cfg(synth_root, tmp_path / "run", steps=400, ckpt_every=1000, log_every=1)   # writes run.yaml
     cfg_path = tmp_path / "run.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "distill", "train", "--config", str(cfg_path)],
@@ -143,8 +143,8 @@ def test_bad_inputs_fail_clearly(synth_root, tmp_path):
 def test_ddp_two_processes_match_a_single_process_with_the_same_global_batch(synth_root, tmp_path):
     common = {"model": {"name": "tiny_fcn_test"}, "steps": 4, "ckpt_every": 4,
               "loss": {"class_weights": [1.0] * 5}, "optim": {"lr": 0.05}}
-    single = _cfg(synth_root, tmp_path / "single", **common, data={"batch_size": 4})
-    ddp = _cfg(synth_root, tmp_path / "ddp", **common, data={"batch_size": 2})
+    _cfg(synth_root, tmp_path / "single", **common, data={"batch_size": 4})     # writes single.yaml
+    _cfg(synth_root, tmp_path / "ddp", **common, data={"batch_size": 2})        # writes ddp.yaml
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     worker = str(REPO / "tests" / "ddp_worker.py")
     subprocess.run([sys.executable, worker, str(tmp_path / "single.yaml")], cwd=REPO, env=env, check=True,

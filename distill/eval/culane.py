@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from runtime.lane_io import LaneFileError, read_culane_lines
+from runtime.lane_io import read_culane_lines
 
 SPLIT_NAMES = ("test0_normal", "test1_crowd", "test2_hlight", "test3_shadow", "test4_noline",
                "test5_arrow", "test6_curve", "test7_cross", "test8_night")
@@ -321,8 +321,14 @@ def _counts(pred, gt, width, thresholds, img_size):
     return out, sim
 
 
+def lane_width_for(frame_w: int, width: int = 30, ref_w: int = 1640) -> int:
+    """The protocol's lane width (30 px at CULane's 1640 px) scaled to a frame of another width."""
+    return max(1, round(width * frame_w / ref_w))
+
+
 # --------------------------------------------------------------------------- datasets
-def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """Precision, recall and F1 from micro-averaged counts (0 where undefined)."""
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
@@ -393,7 +399,7 @@ def _summarise(names, results, thresholds, per_image):
         tp = sum(r[k][0] for r in results)
         fp = sum(r[k][1] for r in results)
         fn = sum(r[k][2] for r in results)
-        by_thr[f"{t:.2f}"] = _prf(tp, fp, fn)
+        by_thr[f"{t:.2f}"] = prf(tp, fp, fn)
     first = by_thr[f"{thresholds[0]:.2f}"]
     out = {"images": len(results), **first, "by_threshold": by_thr}
     if len(thresholds) > 1:
@@ -428,7 +434,7 @@ def evaluate_culane_splits(anno_root: str | Path, pred_root: str | Path, split_d
         tp = sum(c["by_threshold"][key]["tp"] for c in cats.values())
         fp = sum(c["by_threshold"][key]["fp"] for c in cats.values())
         fn = sum(c["by_threshold"][key]["fn"] for c in cats.values())
-        total_by[key] = _prf(tp, fp, fn)
+        total_by[key] = prf(tp, fp, fn)
     total = {"images": sum(c["images"] for c in cats.values()),
              **total_by[f"{thresholds[0]:.2f}"], "by_threshold": total_by}
     if len(thresholds) > 1:
