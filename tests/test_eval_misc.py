@@ -7,7 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from distill.eval.llamas import gt_lane_from_row_xs, interpolate_lane, llamas_counts
+from distill.data.llamas import llamas_row_xs
+from distill.data.sample import DataError
+from distill.eval.llamas import evaluate_llamas, gt_lane_from_row_xs, interpolate_lane, llamas_counts
 from distill.eval.miou import ConfusionMatrix
 from runtime.cli import main as cli_main
 from runtime.lane_io import write_culane_lines
@@ -98,3 +100,75 @@ def test_cli_requires_inputs():
                  ["eval", "--metric", "culane", "--anno-root", "a", "--pred-root", "b"])
     with pytest.raises(ValueError, match="--gt"):
         cli_main("python -m distill", "", ["distill.eval.cli"], ["eval", "--metric", "tusimple", "--pred", "x"])
+
+
+# ------------------------------------------------- LLAMAS label JSON -> per-row ground truth
+
+def _marker(x0, y0, x1, y1, z):
+    return {"pixel_start": {"x": x0, "y": y0}, "pixel_end": {"x": x1, "y": y1},
+            "world_start": {"x": 0.0, "y": 0.0, "z": z}, "world_end": {"x": 0.0, "y": 0.0, "z": z + 1}}
+
+
+def _label(path, lanes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"projection_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+                                "lanes": [{"lane_id": k, "markers": m} for k, m in lanes.items()]}))
+    return path
+
+
+def test_llamas_rows_extend_to_bottom_and_fill_gaps(tmp_path):
+    # two dashes on the line x = 1300 - y; the nearest (z 5) is continued down to row 716
+    lab = _label(tmp_path / "a.json", {"l0": [_marker(600, 700, 610, 690, 5.0), _marker(620, 680, 630, 670, 8.0)]})
+    l1, l0, r0, r1 = llamas_row_xs(lab)
+    assert l1 == r0 == r1 == [-1] * 717
+    xs = np.array(l0)
+    assert (xs[:670] == -1).all()
+    assert np.allclose(xs[670:], 1300 - np.arange(670, 717))         # dash gap 681..689 interpolated
+    gt = gt_lane_from_row_xs(xs)
+    assert len(gt) == 47 and gt[0].tolist() == [630, 670] and gt[-1].tolist() == [584, 716]
+
+
+def test_llamas_rows_round_half_even_and_average_with_the_start_counted_twice(tmp_path):
+    near, far = _marker(100, 710, 105, 700, 5.0), _marker(110, 690, 112, 680, 9.0)
+    stub = _marker(120, 690, 121, 689, 20.0)            # under 3 rows tall: only its start counts
+    xs = llamas_row_xs(_label(tmp_path / "b.json", {"r0": [near, far, stub]}))[2]
+    # extension (97, 716) -> (100, 710); x = 97 + (716 - y) / 2 rounded half to even
+    assert [xs[y] for y in (716, 715, 713, 711, 710)] == [97, 98, 98, 100, 100]
+    assert [xs[y] for y in (709, 707, 705, 700)] == [100, 102, 102, 105]       # 100.5 -> 100, 102.5 -> 102
+    assert xs[690] == pytest.approx((110 + 110 + 120) / 3)                      # far start twice, stub once
+    assert np.allclose(xs[691:700], 105 + (xs[690] - 105) * np.arange(9, 0, -1) / 10)
+    assert xs[681:686] == [112, 112, 111, 111, 111] and xs[680] == 112 and xs[679] == -1
+
+
+def test_llamas_rows_extension_edges_and_filters(tmp_path):
+    # leaves the image on the left before the bottom: continued to x = 0 at row 660
+    left = llamas_row_xs(_label(tmp_path / "c.json", {"l0": [_marker(10, 650, 20, 640, 3.0),
+                                                              _marker(30, 630, 40, 620, 4.0)]}))[1]
+    assert left[661] == -1 and left[660] == 0 and left[650] == 10
+    # nearest marker behind the camera: no extension
+    back = llamas_row_xs(_label(tmp_path / "d.json", {"r0": [_marker(600, 700, 610, 690, -1.0),
+                                                              _marker(620, 680, 630, 670, 2.0)]}))[2]
+    assert back[701] == -1 and back[700] == 600
+    # lanes l3/l5 renumber to l0/l1; a lane spanning under 20 rows and a one-marker lane are dropped
+    lanes = {"l5": [_marker(100, 700, 110, 690, 1.0), _marker(120, 680, 130, 670, 2.0)],
+             "l3": [_marker(300, 700, 310, 690, 1.0), _marker(320, 680, 330, 670, 2.0)],
+             "r0": [_marker(900, 700, 890, 690, 1.0), _marker(880, 690, 870, 680, 2.0)],
+             "r4": [_marker(900, 700, 890, 690, 1.0)]}
+    l1, l0, r0, r1 = llamas_row_xs(_label(tmp_path / "e.json", lanes))
+    assert l0[700] == 300 and l1[700] == 100 and r0 == r1 == [-1] * 717
+    bad = _label(tmp_path / "f.json", {"l0": [_marker(100, 700, 100, 690, 1.0), _marker(100, 680, 100, 660, 2.0)]})
+    with pytest.raises(DataError, match="f.json: lane l0: no marker"):
+        llamas_row_xs(bad)
+
+
+def test_llamas_eval_from_label_json(tmp_path):
+    lanes = {"l0": [_marker(600, 700, 610, 690, 5.0), _marker(620, 680, 630, 670, 8.0)],
+             "r0": [_marker(900, 700, 890, 680, 5.0), _marker(880, 670, 870, 650, 8.0)]}
+    drive = "images-2014-12-22-12-35-10_mapping_280S_ramps"
+    _label(tmp_path / f"labels/valid/{drive}/1_0.json", lanes)
+    _label(tmp_path / f"labels/valid/{drive}/2_0.json", lanes)
+    ys = np.arange(670, 717, 5.0)
+    write_culane_lines(tmp_path / f"pred/{drive}/1_0.lines.txt", [np.stack([1300 - ys, ys], 1)])
+    res = evaluate_llamas(tmp_path / "labels/valid", tmp_path / "pred", per_image=True)
+    assert (res["images"], res["tp"], res["fp"], res["fn"]) == (2, 1, 0, 3)       # 2_0 has no prediction file
+    assert [r["name"] for r in res["per_image"]] == [f"{drive}/1_0", f"{drive}/2_0"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,16 +33,38 @@ LANE_SLOTS = {"l1": 1, "l0": 2, "r0": 3, "r1": 4}
 _IMAGE_DIRS = {"gray": ("grayscale_images", "_gray_rect.png"), "color": ("color_images", "_color_rect.png")}
 
 
-def _pixel(marker: dict, key: str, where: str) -> tuple[float, float]:
+class Marker(NamedTuple):
+    """One marker of a cleaned label: pixel start (near end) and end, and the world z of its start."""
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    z0: float | None
+
+
+def _pixel(marker: dict, key: str, where: str) -> tuple[int, int]:
+    # the dataset's read_json casts pixel coordinates with int(): truncation, not rounding
     try:
         p = marker[key]
-        return float(p["x"]), float(p["y"])
+        return int(float(p["x"])), int(float(p["y"]))
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: marker without a numeric {key}.x/{key}.y") from None
 
 
-def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[tuple[float, float, float, float]]]:
-    """Read a label file -> renumbered lane id -> marker segments ``(x0, y0, x1, y1)`` (near end first)."""
+def _world_z(marker: dict) -> float | None:
+    try:
+        return float(marker["world_start"]["z"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[Marker]]:
+    """Read a label file and clean it as the dataset's ``read_json`` does -> lane id -> markers.
+
+    Lanes whose marker starts span under ``min_lane_height`` rows or that have fewer than two
+    markers are dropped; the remaining ids are renumbered outward from the ego lane per side.
+    """
+    path = Path(path)
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -51,7 +74,7 @@ def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[
     lanes = content.get("lanes") if isinstance(content, dict) else None
     if not isinstance(lanes, list):
         raise DataError(f"{path}: missing 'lanes' list")
-    kept: dict[str, list[tuple[float, float, float, float]]] = {}
+    kept: dict[str, list[Marker]] = {}
     for k, lane in enumerate(lanes):
         where = f"{path}: lane {k}"
         if not isinstance(lane, dict) or "lane_id" not in lane or not isinstance(lane.get("markers"), list):
@@ -59,19 +82,97 @@ def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[
         lane_id = str(lane["lane_id"])
         if lane_id[:1] not in ("l", "r"):
             raise DataError(f"{where}: lane_id {lane_id!r} does not start with 'l' or 'r'")
-        segs = [_pixel(m, "pixel_start", where) + _pixel(m, "pixel_end", where) for m in lane["markers"]]
-        if len(segs) < 2:
+        markers = [Marker(*_pixel(m, "pixel_start", where), *_pixel(m, "pixel_end", where), _world_z(m))
+                   for m in lane["markers"]]
+        if len(markers) < 2:
             continue
-        starts = [s[1] for s in segs]
+        starts = [m.y0 for m in markers]
         if max(starts) - min(starts) < min_lane_height:
             continue
-        kept[lane_id] = segs
-    renamed: dict[str, list] = {}
+        kept[lane_id] = markers
+    renamed: dict[str, list[Marker]] = {}
     for side in ("l", "r"):
-        ids = sorted(i for i in kept if i[0] == side)
-        for n, lane_id in enumerate(ids):
+        for n, lane_id in enumerate(sorted(i for i in kept if i[0] == side)):
             renamed[f"{side}{n}"] = kept[lane_id]
     return renamed
+
+
+def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Read a label file -> renumbered lane id -> marker segments ``(x0, y0, x1, y1)`` (near end first)."""
+    return {lane_id: [(m.x0, m.y0, m.x1, m.y1) for m in markers]
+            for lane_id, markers in read_llamas_lanes(path, min_lane_height).items()}
+
+
+def _round(v: float) -> int:
+    return int(round(v))        # Python's round (half to even), as the dataset's ``ir`` helper
+
+
+def _extend_to_bottom(markers: list[Marker], where: str) -> list[Marker]:
+    """Prepend a marker from the nearest real marker's start down to the image's bottom row.
+
+    The nearest marker is the one with the smallest world z among those that are neither
+    horizontal nor vertical in the image; it is continued in a straight line to row 716, or to
+    the left (x = 0) or right (x = 1276) edge if it leaves the image sideways first. A nearest
+    marker behind the camera (z < 0) leaves the lane as it is.
+    """
+    usable = [m for m in markers if m.y0 != m.y1 and m.x0 != m.x1]
+    if not usable:
+        raise DataError(f"{where}: no marker that is neither horizontal nor vertical to extend the lane from")
+    if any(m.z0 is None for m in usable):
+        raise DataError(f"{where}: marker without a numeric world_start.z")
+    near = min(usable, key=lambda m: m.z0)              # first one on ties
+    if near.z0 < 0:
+        return markers
+    dx_dy = (near.x1 - near.x0) / (near.y1 - near.y0)
+    dy_dx = (near.y1 - near.y0) / (near.x1 - near.x0)
+    bottom_x = near.x0 + (LLAMAS_H - 1 - near.y0) * dx_dy
+    if bottom_x < 0:
+        x, y = 0.0, near.y0 - near.x0 * dy_dx
+    elif bottom_x > LLAMAS_W:
+        x, y = float(LLAMAS_W), near.y0 + (LLAMAS_W - near.x0) * dy_dx
+    else:
+        x, y = bottom_x, float(LLAMAS_H - 1)
+    return [Marker(_round(x), _round(y), near.x0, near.y0, 1.0), *markers]
+
+
+def lane_row_xs(markers: list[Marker], where: str = "lane") -> list[float]:
+    """One lane's markers -> 717 x values, one per image row, -1 where the lane is absent.
+
+    Reproduces ``spline_creator.get_horizontal_values_for_four_lanes`` (the ground truth of the
+    LLAMAS lane benchmarks): the lane is extended to the bottom of the image, every marker
+    taller than 2 rows contributes its rounded pixel positions row by row (its start twice, as the
+    original does), rows are averaged, and rows between the first and last covered row are filled
+    by linear interpolation. Rows below -717 or from 717 on are errors; negative rows count from
+    the bottom, as Python list indexing does in the original.
+    """
+    buckets: list[list[float]] = [[] for _ in range(LLAMAS_H)]
+
+    def put(row: int, x: float) -> None:
+        if not -LLAMAS_H <= row < LLAMAS_H:
+            raise DataError(f"{where}: marker row {row} outside the {LLAMAS_H}-row image")
+        buckets[row].append(x)
+
+    for m in _extend_to_bottom(markers, where):
+        put(m.y0, m.x0)
+        height = m.y0 - m.y1
+        if height > 2:
+            slope = (m.x1 - m.x0) / height
+            step = (m.y0 - m.y1) / float(height)
+            for i in range(height + 1):
+                put(_round(m.y0 - step * i), _round(m.x0 + slope * step * i))
+    xs = [sum(b) / float(len(b)) if b else -1 for b in buckets]
+    known = [y for y, x in enumerate(xs) if x != -1]
+    for a, b in zip(known[:-1], known[1:]):            # fill the gaps, one row after the other
+        for y in range(a + 1, b):
+            xs[y] = xs[y - 1] + (xs[b] - xs[y - 1]) / (b - y + 1)
+    return xs
+
+
+def llamas_row_xs(path: Path, min_lane_height: int = 20) -> list[list[float]]:
+    """Per-row x values of l1, l0, r0 and r1 (717 each, -1 = absent; an absent lane is all -1)."""
+    lanes = read_llamas_lanes(path, min_lane_height)
+    return [lane_row_xs(lanes[i], f"{path}: lane {i}") if i in lanes else [-1] * LLAMAS_H
+            for i in ("l1", "l0", "r0", "r1")]
 
 
 def markers_to_polyline(segs: list[tuple[float, float, float, float]], row_step: int = 2) -> np.ndarray:

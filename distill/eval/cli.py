@@ -2,7 +2,7 @@
 
   --metric culane   --anno-root A --pred-root P (--list test.txt | --split-dir list/test_split)
   --metric tusimple --gt test_label.json --pred pred.json
-  --metric llamas   --anno-root A --pred-root P
+  --metric llamas   --anno-root A --pred-root P   (A: LLAMAS labels/<split>, or per-row .lines.txt)
   --metric miou     --gt-dir G --pred-dir P --num-classes C
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("eval", help="score lane / marking predictions (CULane, TuSimple, LLAMAS, mIoU)",
                               description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--metric", required=True, choices=("culane", "tusimple", "llamas", "miou"))
-    p.add_argument("--anno-root", help="CULane / LLAMAS ground-truth root (.lines.txt files)")
+    p.add_argument("--anno-root", help="CULane .lines.txt root, or LLAMAS labels/<split> (label JSON or .lines.txt)")
     p.add_argument("--pred-root", help="CULane / LLAMAS prediction root (same relative paths)")
     p.add_argument("--list", help="CULane list file (e.g. list/test.txt)")
     p.add_argument("--split-dir", help="CULane folder with test0_normal.txt ... test8_night.txt")

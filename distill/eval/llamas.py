@@ -10,10 +10,16 @@
   IoU = |A & B| / |A | B|; ``linear_sum_assignment(1 - IoU)``; TP when IoU > 0.5.
 - Totals are summed over images; P = R = F1 = 0 when there is no TP.
 
-GT on disk: this module reads GT as ``.lines.txt`` files holding the per-row points (one lane per
-line, x y pairs), e.g. written with :func:`gt_lane_from_row_xs` from the per-row x values that
-LLAMAS' ``spline_creator.get_horizontal_values_for_four_lanes`` gives for each label. Converting the
-LLAMAS label JSON itself (marker extension, sampling, averaging) is not implemented here.
+Ground truth on disk is either the dataset's label JSON (``labels/<split>/<drive>/<stem>.json``,
+turned into per-row x values by :func:`distill.data.llamas.llamas_row_xs`, which reproduces
+``spline_creator.get_horizontal_values_for_four_lanes``; the prediction for it is
+``<pred_root>/<drive>/<stem>.lines.txt``, the label's last two path parts, as the official script
+looks it up) or, when the folder holds no JSON, ``.lines.txt`` files with the per-row points
+(e.g. written with :func:`gt_lane_from_row_xs`), predictions at the same relative path.
+
+Where the official script stops (an assertion when a kept lane has <= 1 point on rows 300..716,
+``min()`` of nothing when no marker can be extended), this module keeps such a lane as an
+unmatchable GT lane (a miss) and raises a DataError naming the label, respectively.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ import numpy as np
 from scipy.interpolate import splev, splprep
 from scipy.optimize import linear_sum_assignment
 
+from distill.data.llamas import llamas_row_xs
+from distill.eval.culane import prf
 from runtime.lane_io import read_culane_lines
 
 IMG_SIZE = (717, 1276)      # (height, width)
@@ -84,34 +92,44 @@ def llamas_counts(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], width: i
     return tp, len(pred) - tp, len(gt) - tp
 
 
+def _gt_and_pred_files(anno_root: Path, pred_root: Path) -> list[tuple[str, Path, Path]]:
+    """(name, ground-truth file, prediction file) for every GT file under ``anno_root``."""
+    labels = sorted(anno_root.rglob("*.json"))
+    if labels:
+        return [(f"{f.parent.name}/{f.stem}", f, pred_root / f.parent.name / f"{f.stem}.lines.txt")
+                for f in labels]
+    lines = sorted(anno_root.rglob("*.lines.txt"))
+    return [(str(f.relative_to(anno_root)), f, pred_root / f.relative_to(anno_root)) for f in lines]
+
+
+def read_gt(path: Path) -> list[np.ndarray]:
+    """GT lanes of one image from a label JSON or a per-row ``.lines.txt``; lanes of <= 1 point dropped."""
+    if path.suffix == ".json":
+        return [g for g in map(gt_lane_from_row_xs, llamas_row_xs(path)) if g is not None]
+    return [g for g in read_culane_lines(path) if len(g) > 1]
+
+
 def evaluate_llamas(anno_root: str | Path, pred_root: str | Path, width: int = 30,
                     iou_threshold: float = 0.5, img_size: tuple[int, int] = IMG_SIZE,
                     per_image: bool = False) -> dict:
-    """Every ``*.lines.txt`` GT file under ``anno_root`` against the same path under ``pred_root``
-    (missing prediction = no lanes). GT lanes with <= 1 point are ignored, as LLAMAS does."""
+    """Every GT file under ``anno_root`` (label JSON, else ``.lines.txt``) against its prediction
+    under ``pred_root`` (missing prediction = no lanes)."""
     anno_root, pred_root = Path(anno_root), Path(pred_root)
     if not anno_root.is_dir():
         raise FileNotFoundError(f"annotation folder not found: {anno_root}")
-    files = sorted(p for p in anno_root.rglob("*.lines.txt"))
+    files = _gt_and_pred_files(anno_root, pred_root)
     if not files:
-        raise FileNotFoundError(f"no .lines.txt ground truth under {anno_root}")
+        raise FileNotFoundError(f"no label .json or .lines.txt ground truth under {anno_root}")
     tp = fp = fn = 0
     rows = []
-    for f in files:
-        rel = f.relative_to(anno_root)
-        gt = [g for g in read_culane_lines(f) if len(g) > 1]
-        pf = pred_root / rel
+    for name, gf, pf in files:
+        gt = read_gt(gf)
         pred = read_culane_lines(pf) if os.path.isfile(pf) else []
         c = llamas_counts(pred, gt, width, iou_threshold, img_size)
         tp, fp, fn = tp + c[0], fp + c[1], fn + c[2]
         if per_image:
-            rows.append({"name": str(rel), "tp": c[0], "fp": c[1], "fn": c[2]})
-    if tp == 0:
-        p = r = f1 = 0.0
-    else:
-        p, r = tp / (tp + fp), tp / (tp + fn)
-        f1 = 2 * p * r / (p + r)
-    res = {"images": len(files), "tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1}
+            rows.append({"name": name, "tp": c[0], "fp": c[1], "fn": c[2]})
+    res = {"images": len(files), **prf(tp, fp, fn)}       # P = R = F1 = 0 without a TP, as LLAMAS
     if per_image:
         res["per_image"] = rows
     return res
