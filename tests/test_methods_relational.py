@@ -214,6 +214,51 @@ def test_discriminator_step_forward_count(variant, calls):
     assert all(p.grad is not None for p in d.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("variant", ["wgan-gp", "hinge"])
+def test_discriminator_step_call_order(variant):
+    """SKD updates D on the teacher first, IFVD/CIRKD on the student first; each spectral-norm
+    call advances u/v, so the order changes the loss."""
+    torch.manual_seed(0)
+    d = SAGANDiscriminator(3, conv_dim=8, with_l4=False)
+    for a in (d.attn1,):
+        a.gamma.data.fill_(0.5)
+    s, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    losses = {}
+    for order in ("ts", "st"):
+        ref, ours = copy.deepcopy(d), copy.deepcopy(d)
+        first, second = (t, s) if order == "ts" else (s, t)
+        out_first, out_second = ref(first), ref(second)
+        d_s, d_t = (out_second, out_first) if order == "ts" else (out_first, out_second)
+        expected = 0.1 * H.discriminator_loss(d_s, d_t, variant)
+        if variant == "wgan-gp":
+            expected = expected + 0.1 * 10.0 * H.gradient_penalty(ref, s, t, torch.Generator().manual_seed(1))
+        losses[order] = H.discriminator_step_loss(ours, s, t, variant, generator=torch.Generator().manual_seed(1),
+                                                  order=order)
+        torch.testing.assert_close(losses[order], expected, rtol=1e-6, atol=0)
+    assert not torch.allclose(losses["ts"], losses["st"])
+    default = H.discriminator_step_loss(copy.deepcopy(d), s, t, variant, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(default, losses["ts" if variant == "wgan-gp" else "st"], rtol=0, atol=0)
+
+
+def test_discriminator_loads_reference_key_names():
+    torch.manual_seed(0)
+    d = SAGANDiscriminator(5, conv_dim=8, with_l4=True)
+    theirs = {}
+    for key, value in d.state_dict().items():       # the reference's names: SpectralNorm(conv).module,
+        head, _, rest = key.partition(".")           # last = Sequential(conv), preprocess_additional BN
+        if d.get_submodule(head) is d.preprocess:
+            key = f"preprocess_additional.{rest}"
+        elif head == "last":
+            key = f"last.0.{rest}"
+        elif head.startswith("l") and rest.split(".")[1] in ("weight_u", "weight_v", "weight_bar", "bias"):
+            idx, name = rest.split(".")
+            key = f"{head}.{idx}.module.{name}"
+        theirs[key] = value.clone() + 1
+    fresh = SAGANDiscriminator(5, conv_dim=8, with_l4=True)
+    fresh.load_state_dict(SAGANDiscriminator.from_reference_keys(theirs), strict=True)
+    assert torch.equal(fresh.last.weight, d.last.weight + 1) and torch.equal(fresh.l2[0].weight_u, d.l2[0].weight_u + 1)
+
+
 def test_gradient_penalty_matches_independent_autograd():
     torch.manual_seed(1)
     d = SAGANDiscriminator(2, conv_dim=8, with_l4=False).double()
@@ -263,6 +308,13 @@ def test_skd_holistic_module_step_and_state():
     w0 = m.discriminator.l1[0].weight_bar.detach().clone()
     m.set_progress(5, 10)
     assert m.d_lr_now() == pytest.approx(4e-4 * 0.5 ** 0.9)
+    assert m.d_order == "ts" and m.d_lr_schedule == "poly"
+    ifvd = build_method("skd_holistic", info, info, SPEC, weight=0.001, d_optimizer="adam", d_order="st",
+                        d_conv_dim=8, d_l4=False)
+    ifvd.set_progress(5, 10)
+    assert ifvd.d_lr_now() == pytest.approx(4e-4 * 0.5 ** 0.9)          # IFVD decays its Adam lr too
+    with pytest.raises(ValueError, match="d_order"):
+        build_method("skd_holistic", info, info, SPEC, d_order="tt", d_conv_dim=8, d_l4=False)
     res = m.after_student_step({"logits": s.detach()}, {"logits": t}, {})
     assert np.isfinite(res["kd/skd_holistic_d"])
     assert not torch.equal(w0, m.discriminator.l1[0].weight_bar)
@@ -276,6 +328,8 @@ def test_skd_holistic_module_step_and_state():
     assert m.discriminator.l1[0].weight_bar.dtype == torch.float64
     hinge = build_method("skd_holistic", info, info, SPEC, variant="hinge", d_conv_dim=8)
     assert hinge.weight == 0.001 and hinge.d_optimizer_kind == "adam" and hinge.discriminator.with_l4
+    hinge.set_progress(5, 10)
+    assert hinge.d_order == "st" and hinge.d_lr_now() == 4e-4                # CIRKD: constant
 
 
 def test_skd_holistic_rejects_small_inputs_and_mismatch():

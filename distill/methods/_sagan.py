@@ -115,10 +115,10 @@ class SAGANDiscriminator(nn.Module):
     @staticmethod
     def from_reference_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename a reference (SAGAN-wrapper) state dict to ours: ``l1.0.module.weight_u`` ->
-        ``l1.0.weight_u``; the preprocessing BN (``preprocess_additional.*``) -> ``preprocess.*``."""
+        ``l1.0.weight_u``; ``last.0.*`` -> ``last.*``; the preprocessing BN (``preprocess_additional.*``) -> ``preprocess.*``."""
         out = {}
         for key, value in state.items():
-            key = key.replace(".module.", ".")
+            key = key.replace(".module.", ".").replace("last.0.", "last.")   # theirs: last = Sequential(conv)
             head, _, rest = key.partition(".")
             out[f"preprocess.{rest}" if head.startswith("preprocess") else key] = value
         return out

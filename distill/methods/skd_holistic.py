@@ -8,19 +8,26 @@ Variants (KD_METHODS.md §5.3, §13):
 - ``"wgan-gp"`` (default, SKD master): G loss ``-mean D(s)`` x 0.1; D loss
   ``0.1 * (-mean D(t) + mean D(s)) + 0.1 * 10 * GP``, GP = mean_b (||grad_x D(x_hat)||_2 - 1)^2 with
   ``x_hat = a*t + (1-a)*s``, a ~ U(0,1) per sample, the norm over all C*h*w. D optimiser SGD(4e-4,
-  momentum 0.9, wd 5e-4) with poly(0.9) decay over the run.
+  momentum 0.9, wd 5e-4) with poly(0.9) decay over the run; D update order D(t), D(s), D(x_hat).
 - ``"hinge"`` (CIRKD's baseline term): G loss ``-mean D(s)`` x 0.001; D loss
   ``0.1 * (mean relu(1 - D(t)) + mean relu(1 + D(s)))``, no GP; D optimiser Adam(4e-4, (0.9, 0.99)),
-  constant lr.  (IFVD/CWD: wgan-gp with ``weight=0.001, d_optimizer="adam"``.)
+  constant lr; D update order D(s), D(t).
+  (IFVD/CWD: wgan-gp with ``weight=0.001, d_optimizer="adam", d_order="st"`` and poly decay.)
 
 Call order matters (D's BN uses batch statistics and every D forward does a power iteration): in
 the student step ``forward`` calls D(s) once; ``after_student_step`` (which the Trainer must call
-once per iteration AFTER the student's optimiser step) calls D(s.detach()), D(t), then D(x_hat).
+once per iteration AFTER the student's optimiser step) calls D on the detached teacher and student
+logits in ``d_order`` ("ts": teacher first, SKD's ``discriminator_backward``; "st": student first,
+IFVD / TorchDistiller / CIRKD), then D(x_hat) for the GP. The D learning rate follows
+``d_lr_schedule`` ("poly" over the run by default for wgan-gp, as SKD and IFVD adjust it every
+step; "constant" for hinge, as CIRKD). The poly factor uses the Trainer's 0-based step; SKD's
+loop counts from 1, a one-step offset in the decay.
 
 Trainer notes: D is deliberately NOT a registered submodule, so it stays out of the student's
 optimiser and out of DDP; ``.to()``/``.cuda()`` still move it. D's weights, u/v vectors, BN stats and
 optimiser state travel in ``extra_state_dict()``. Under DDP, D's gradients are averaged across ranks
-in ``after_student_step`` so the replicas stay identical.
+in ``after_student_step`` so the replicas stay identical. D's input BN normalises each rank's own batch
+(CIRKD converts it to SyncBatchNorm on GPUs; not done here).
 
 Deviation: lanekd logits are at input resolution (the authors distil 1/8-resolution logits);
 ``logits_scale`` (e.g. 0.125) bilinearly resizes both before D. D needs >= 64 px per side with l4.
@@ -32,6 +39,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from distill.data.sample import DataSpec
+from distill.methods._common import check_choice
 from distill.methods._sagan import SAGANDiscriminator
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
@@ -39,6 +47,10 @@ from distill.models.base import TapInfo
 VARIANTS = ("wgan-gp", "hinge")
 _DEFAULT_WEIGHT = {"wgan-gp": 0.1, "hinge": 0.001}
 _DEFAULT_OPTIMIZER = {"wgan-gp": "sgd", "hinge": "adam"}
+_DEFAULT_ORDER = {"wgan-gp": "ts", "hinge": "st"}
+_DEFAULT_SCHEDULE = {"wgan-gp": "poly", "hinge": "constant"}
+ORDERS = ("ts", "st")
+SCHEDULES = ("poly", "constant")
 
 
 def generator_loss(d_out_s: torch.Tensor) -> torch.Tensor:
@@ -75,10 +87,18 @@ def gradient_penalty(discriminator: torch.nn.Module, s_logits: torch.Tensor, t_l
 
 def discriminator_step_loss(discriminator: torch.nn.Module, s_logits: torch.Tensor, t_logits: torch.Tensor,
                             variant: str = "wgan-gp", d_weight: float = 0.1, lambda_gp: float = 10.0,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
-    """The weighted D loss of one D update, with the reference's call order D(s), D(t), [D(x_hat)]."""
-    d_s = discriminator(s_logits.detach())
-    d_t = discriminator(t_logits.detach())
+                            generator: torch.Generator | None = None, order: str | None = None) -> torch.Tensor:
+    """The weighted D loss of one D update. ``order`` "ts" calls D(t) then D(s) (SKD), "st" D(s)
+    then D(t) (IFVD, CIRKD); None picks the variant's reference ("ts" for wgan-gp, "st" for hinge).
+    The GP's D(x_hat) comes last."""
+    order = order or _DEFAULT_ORDER.get(variant, "st")
+    check_choice(order, ORDERS, "order", "discriminator_step_loss")
+    if order == "ts":
+        d_t = discriminator(t_logits.detach())
+        d_s = discriminator(s_logits.detach())
+    else:
+        d_s = discriminator(s_logits.detach())
+        d_t = discriminator(t_logits.detach())
     loss = d_weight * discriminator_loss(d_s, d_t, variant)
     if variant == "wgan-gp":
         loss = loss + d_weight * (lambda_gp * gradient_penalty(discriminator, s_logits, t_logits, generator))
@@ -103,6 +123,7 @@ class SKDHolistic(KDMethod):
                  lambda_gp: float = 10.0, d_optimizer: str | None = None, d_lr: float = 4e-4,
                  d_momentum: float = 0.9, d_weight_decay: float = 5e-4, d_betas: tuple[float, float] = (0.9, 0.99),
                  d_poly_power: float = 0.9, d_l4: bool = True, d_conv_dim: int = 64, logits_scale: float = 1.0,
+                 d_order: str | None = None, d_lr_schedule: str | None = None,
                  s_tap: str = "logits", t_tap: str = "logits") -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -125,6 +146,10 @@ class SKDHolistic(KDMethod):
         self.s_tap, self.t_tap = s_tap, t_tap
         self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
         self.d_poly_power = float(d_poly_power)
+        self.d_order = d_order or _DEFAULT_ORDER[variant]
+        self.d_lr_schedule = d_lr_schedule or _DEFAULT_SCHEDULE[variant]
+        check_choice(self.d_order, ORDERS, "d_order", "skd_holistic")
+        check_choice(self.d_lr_schedule, SCHEDULES, "d_lr_schedule", "skd_holistic")
         self.generator: torch.Generator | None = None  # for the GP's alpha; settable by tests/checkers
 
         disc = SAGANDiscriminator(cs, conv_dim=d_conv_dim, with_l4=d_l4)
@@ -160,8 +185,8 @@ class SKDHolistic(KDMethod):
         return {"kd/skd_holistic": self.weight * generator_loss(self.discriminator(s))}
 
     def d_lr_now(self) -> float:
-        """SGD: poly decay over the run (SKD); Adam: constant (IFVD/CIRKD)."""
-        if self.d_optimizer_kind != "sgd":
+        """The D learning rate for the current step: poly decay over the run, or constant."""
+        if self.d_lr_schedule == "constant":
             return self.d_lr
         return self.d_lr * (1 - min(self.step, self.total_steps) / self.total_steps) ** self.d_poly_power
 
@@ -177,7 +202,7 @@ class SKDHolistic(KDMethod):
                 group["lr"] = self.d_lr_now()
             opt.zero_grad(set_to_none=True)
             loss = discriminator_step_loss(self.discriminator, s, t, self.variant, self.d_weight,
-                                           self.lambda_gp, self.generator)
+                                           self.lambda_gp, self.generator, self.d_order)
             loss.backward()
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 world = dist.get_world_size()
