@@ -1,0 +1,49 @@
+"""Training runs for the benchmark tables: a recipe trained (or resumed) into a folder, and its step time."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from distill.config import load_config
+from distill.train import train
+from distill.train_config import TrainConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+DATA = Path("runs/kd/data")              # the benchmark's synthetic data set and its recipe
+SCENES, SPLITS = 880, (0.75, 0.05, 0.2)  # 176 test images: enough to keep the evaluation noise small
+
+
+def ensure_data(root: Path) -> None:
+    """Write the synthetic benchmark (seed 0) into ``root`` unless a data set is already there."""
+    if not (root / "list" / "test.txt").is_file():
+        from distill.data.synth import write_culane
+        write_culane(root, SCENES, seed=0, splits=SPLITS, workers=2, overwrite=True)
+
+
+def write_outputs(out: Path, stem: str, data: object, table: str) -> None:
+    """``<out>/<stem>.json`` and ``<out>/<stem>.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2))
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+
+
+def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), steps: int | None = None) -> Path:
+    """Train ``recipes/<recipe>`` into ``out`` on ``data`` and return its last checkpoint.
+
+    A finished run resumes at its last step and trains no more, so tables can be built up over
+    several sessions. ``steps`` (when given) also sets validation to the end and four checkpoints.
+    """
+    sets = [f"out={out}", f"data.root={data}"]
+    if steps is not None:
+        sets += [f"steps={steps}", f"val_every={steps}", f"ckpt_every={max(10, steps // 4)}"]
+    train(load_config(TrainConfig, RECIPES / recipe, [*sets, *overrides]), quiet=True)
+    return out / "last.pt"
+
+
+def sec_per_step(out: Path) -> float:
+    """Median seconds per step over a run's logged windows, start-up window excluded."""
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    vals = [r["sec_per_step"] for r in rows if "sec_per_step" in r]
+    return statistics.median(vals[1:] or vals)

@@ -1,0 +1,42 @@
+"""The benchmark tables' arithmetic: mean ± std over seeds, gains, step-time ratios, log parsing."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks._runs import sec_per_step, write_outputs
+from benchmarks.kd_table import METHODS, summarise
+
+
+def _row(method, seed, f1, miou, sps):
+    return {"student": "enet", "method": method, "seed": seed, "f1": f1, "miou": miou, "sec_per_step": sps}
+
+
+def test_kd_table_summary_mean_std_gain_and_step_ratio():
+    rows = [_row("baseline", 0, 0.50, 0.40, 1.0), _row("baseline", 1, 0.60, 0.44, 1.0),
+            _row("kd", 0, 0.70, 0.50, 1.5), _row("kd", 1, 0.80, 0.54, 2.5)]
+    text = summarise({"teacher": {"f1": 0.9, "miou": 0.7}, "teacher_model": "enet", "rows": rows})
+    assert "Teacher (enet): F1 90.0, mIoU 70.0" in text
+    base, kd = [line for line in text.splitlines() if line.startswith("| enet |")]
+    assert base == "| enet | baseline | 55.0 ± 7.1 | +0.0 | 42.0 ± 2.8 | +0.0 | 1.00x | 2 |"
+    assert kd == "| enet | kd | 75.0 ± 7.1 | +20.0 | 52.0 ± 2.8 | +10.0 | 2.00x | 2 |"
+
+
+def test_every_table_method_names_registered_methods():
+    from distill.methods.base import METHODS as REGISTRY
+    import distill.methods  # noqa: F401
+
+    for name, parts in METHODS.items():
+        for part in parts:
+            assert part["name"] in REGISTRY, (name, part["name"])
+
+
+def test_sec_per_step_skips_the_start_up_window(tmp_path):
+    rows = [{"step": 10, "sec_per_step": 9.0}, {"step": 20, "sec_per_step": 1.0}, {"step": 20, "val/f1": 0.5},
+            {"step": 30, "sec_per_step": 3.0}, {"step": 40, "sec_per_step": 2.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sec_per_step(tmp_path) == pytest.approx(2.0)
+    write_outputs(tmp_path / "t", "table", {"a": 1}, "| x |")
+    assert json.loads((tmp_path / "t/table.json").read_text()) == {"a": 1}
+    assert (tmp_path / "t/table.md").read_text() == "| x |\n"
