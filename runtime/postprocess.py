@@ -7,8 +7,8 @@ For the standard geometry (1640x590 frame, 288x800 input, no crop) row k (0-base
 row ``uint16(288 - k*20/590*288)`` (1-based, rounded half away from zero) and the point is written
 at ``x = col_1based * 1640/800 - 1``, ``y = 590 - 20k - 1``. :func:`sample_rows` generalises both
 formulas through :class:`runtime.geometry.Geometry` (crop, then resize) so they reduce to exactly
-these numbers in the standard case. ``main.m`` rounds x to an integer before writing;
-``LaneDecodeConfig.round_x`` reproduces that too.
+these numbers in the standard case. ``main.m`` writes x as ``uint16(col * 1640 / 800) - 1``, an
+integer; the standard setting rounds the same way (``LaneDecodeConfig.round_x``).
 
 ``refine=True`` is the improved setting: a sub-pixel column (probability-weighted centroid in a
 small window around the arg-max) and light smoothing of x along each lane. Use it with denser rows
@@ -38,7 +38,8 @@ class LaneDecodeConfig:
     min_points: int = 2             # fewer points -> no lane
     refine: bool = False            # sub-pixel peak + per-lane smoothing
     refine_window: int = 2          # centroid half-window (input px) when refining
-    round_x: bool = False           # write integer x as main.m does (round half away from zero)
+    round_x: bool | None = None     # integer x as main.m writes it (half away from zero);
+                                    # None: rounded in the standard setting, not when refining
 
 
 def _round_half_up(v: np.ndarray) -> np.ndarray:
@@ -101,14 +102,15 @@ def _assemble(vals: np.ndarray, cols: np.ndarray, exist: np.ndarray | None, ys: 
     ok = vals > cfg.prob_thresh
     counts = ok.sum(axis=1)
     need = max(cfg.min_points, 1)
-    xs = None if cfg.refine else _col_to_x(cols, geometry, cfg.round_x)
+    round_x = (not cfg.refine) if cfg.round_x is None else cfg.round_x
+    xs = None if cfg.refine else _col_to_x(cols, geometry, round_x)
     for s in range(vals.shape[0]):
         if counts[s] < need or (exist is not None and not exist[s] > cfg.exist_thresh):
             continue
         sel = ok[s]
         pts = np.empty((int(counts[s]), 2))
         if xs is None:
-            pts[:, 0] = _col_to_x(_smooth(cols[s, sel].astype(np.float64)), geometry, cfg.round_x)
+            pts[:, 0] = _col_to_x(_smooth(cols[s, sel].astype(np.float64)), geometry, round_x)
         else:
             pts[:, 0] = xs[s, sel]
         pts[:, 1] = ys[sel]

@@ -79,6 +79,8 @@ def test_llamas_gt_rows_and_counts():
     assert llamas_counts([], [g1]) == (0, 0, 1) and llamas_counts(pred, []) == (0, 2, 0)
     s = interpolate_lane(pred[0])
     assert len(s) == 50 and np.allclose(s[[0, -1]], pred[0][[0, -1]])
+    dup = np.array([[600, 716], [600, 716], [610, 600], [620, 500], [630, 400]], float)
+    np.testing.assert_allclose(interpolate_lane(dup), interpolate_lane(dup[1:]))   # duplicates dropped
 
 
 def test_llamas_cli(tmp_path):
@@ -156,6 +158,16 @@ def test_llamas_rows_extension_edges_and_filters(tmp_path):
              "r4": [_marker(900, 700, 890, 690, 1.0)]}
     l1, l0, r0, r1 = llamas_row_xs(_label(tmp_path / "e.json", lanes))
     assert l0[700] == 300 and l1[700] == 100 and r0 == r1 == [-1] * 717
+    # a repeated id: numbered twice (l0 -> l1), the later lane of the two wins; l0 stays empty
+    dup = {"l0": [_marker(100, 700, 110, 690, 1.0), _marker(120, 680, 130, 670, 2.0)],
+           "r0": [_marker(900, 700, 890, 690, 1.0), _marker(880, 680, 870, 670, 2.0)]}
+    lab = _label(tmp_path / "g.json", dup)
+    content = json.loads(lab.read_text())
+    content["lanes"].insert(1, {"lane_id": "l0", "markers": [_marker(300, 700, 310, 690, 1.0),
+                                                             _marker(320, 680, 330, 670, 2.0)]})
+    lab.write_text(json.dumps(content))
+    l1, l0, r0, _ = llamas_row_xs(lab)
+    assert l0 == [-1] * 717 and l1[700] == 300 and r0[700] == 900
     bad = _label(tmp_path / "f.json", {"l0": [_marker(100, 700, 100, 690, 1.0), _marker(100, 680, 100, 660, 2.0)]})
     with pytest.raises(DataError, match="f.json: lane l0: no marker"):
         llamas_row_xs(bad)

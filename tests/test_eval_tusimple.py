@@ -29,6 +29,15 @@ def test_shift_anchors():
     assert acc == pytest.approx(8 / 56) and (fp, fn) == (1.0, 1.0)
 
 
+def test_threshold_slope_fitted_as_scikit_learn_fits_it():
+    """A point exactly 25 px off where 20/cos(theta) is 25 + 1 ulp with LinearRegression's
+    centred least squares (np.polyfit gives 25.0 and would miss every point)."""
+    ys = list(range(160, 720, 10))
+    gt = [0.75 * y if y % 20 == 0 else -2 for y in ys]
+    pred = [x + 25 if x >= 0 else -2 for x in gt]
+    assert bench([pred], [gt], ys, 0) == (1.0, 0.0, 0.0)
+
+
 def test_truncated_lanes():
     pred = [l[:-10] + [-2] * 10 for l in GT]
     acc, fp, fn = bench(pred, GT, H, 0)

@@ -52,11 +52,12 @@ def test_decode_reproduces_published_formula():
     for s in (1, 2, 4):
         k = np.arange(10)
         c1 = cols[s] + k + 1                                # 1-based column
-        assert np.allclose(lanes[s][:, 0], c1 * 1640 / 800 - 1)
+        assert lanes[s][:, 0].tolist() == (np.floor(c1 * 1640 / 800 + 0.5) - 1).tolist()   # uint16(.) - 1
         assert lanes[s][:, 1].tolist() == (590 - 20 * k - 1).tolist()
-    lanes = decode_lanes(probs, None, STD, LaneDecodeConfig(round_x=True))
+    assert lanes[1][1, 0] == math.floor((100 + 1 + 1) * 1640 / 800 + 0.5) - 1 == 208   # 208.1 -> 208
+    lanes = decode_lanes(probs, None, STD, LaneDecodeConfig(round_x=False))
     assert sorted(lanes) == [1, 2, 3, 4]
-    assert lanes[1][1, 0] == math.floor((100 + 1 + 1) * 1640 / 800 + 0.5) - 1
+    assert np.allclose(lanes[1][:, 0], (cols[1] + np.arange(10) + 1) * 1640 / 800 - 1)
 
 
 def test_min_points_and_shape_errors():

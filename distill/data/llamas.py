@@ -74,7 +74,7 @@ def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[M
     lanes = content.get("lanes") if isinstance(content, dict) else None
     if not isinstance(lanes, list):
         raise DataError(f"{path}: missing 'lanes' list")
-    kept: dict[str, list[Marker]] = {}
+    kept: list[tuple[str, list[Marker]]] = []
     for k, lane in enumerate(lanes):
         where = f"{path}: lane {k}"
         if not isinstance(lane, dict) or "lane_id" not in lane or not isinstance(lane.get("markers"), list):
@@ -89,12 +89,15 @@ def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[M
         starts = [m.y0 for m in markers]
         if max(starts) - min(starts) < min_lane_height:
             continue
-        kept[lane_id] = markers
-    renamed: dict[str, list[Marker]] = {}
-    for side in ("l", "r"):
-        for n, lane_id in enumerate(sorted(i for i in kept if i[0] == side)):
-            renamed[f"{side}{n}"] = kept[lane_id]
-    return renamed
+        kept.append((lane_id, markers))
+    # The dataset's renaming: ids sorted (duplicates included), numbered per side from 0; an id
+    # that occurs twice ends up with its later number, and of two lanes with one new id the later
+    # one in the file wins, as the original's dict updates do.
+    new_id, count = {}, {"l": 0, "r": 0}
+    for lane_id in sorted(i for i, _ in kept):
+        new_id[lane_id] = f"{lane_id[0]}{count[lane_id[0]]}"
+        count[lane_id[0]] += 1
+    return {new_id[lane_id]: markers for lane_id, markers in kept}
 
 
 def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[tuple[float, float, float, float]]]:

@@ -3,15 +3,19 @@
 Reference: ``XingangPan/SCNN:tools/lane_evaluation`` (``evaluate.cpp``, ``counter.cpp``,
 ``lane_compare.cpp``, ``spline.cpp``, ``hungarianGraph.hpp``). What is reproduced, and how:
 
-- Files: every text line of a ``.lines.txt`` is one lane, a whitespace-only line included (the C++
-  ``getline`` loop pushes it as a lane with 0 points, which then counts as an FP/FN). Coordinates
-  are stored as ``cv::Point2f``, so values are rounded to float32. Unlike the C++ (which stops
-  parsing silently) an odd number of values or a token that is not a number is an error naming the
-  file and line. A missing prediction file is an image without predictions.
+- Files: every ``\n``-separated line of a ``.lines.txt`` is one lane, a blank line included (the
+  C++ ``getline`` loop pushes it as a lane with 0 points, which then counts as an FP/FN). Values
+  are read as the C++ ``while (ss >> x >> y)`` reads them: number by number, stopping the line at
+  the first value it cannot read (a trailing odd value, ``nan``/``inf``, a word, an overflowing
+  exponent), and stored as ``cv::Point2f`` (float32). Such cut-short lines are counted in the
+  result (``lines_cut_short``) and warned about. A missing prediction file is an image without
+  predictions; a missing annotation file is an image without lanes, as in the C++ (warned about;
+  an error when no listed annotation exists at all, which means a wrong root).
 - Lanes with more than 2 points: natural cubic spline by chord length, 50 samples per segment plus
   the last point, with the C++ arithmetic (float32 differences, double maths, float32 results).
 - Drawing: ``cv::Point2f`` -> ``cv::Point`` is ``cvRound`` (round half to even); segments are drawn
-  30 px thick with OpenCV itself. One ``cv2.polylines`` call per lane, consecutive duplicate points
+  30 px thick with OpenCV itself, which must be 4.x or older: OpenCV 5 rasterises thick lines that
+  cross the border differently, so the package pins ``opencv-python-headless<5``. One ``cv2.polylines`` call per lane, consecutive duplicate points
   dropped, on a canvas clipped to the lane's bounding box: the pixel set is identical to the C++
   per-segment ``cv::line`` loop (the caps are circles at the shared vertices; the rasteriser is
   translation-invariant), which a test checks.
@@ -27,7 +31,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -35,7 +40,6 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from runtime.lane_io import read_culane_lines
 
 SPLIT_NAMES = ("test0_normal", "test1_crowd", "test2_hlight", "test3_shadow", "test4_noline",
                "test5_arrow", "test6_curve", "test7_cross", "test8_night")
@@ -48,12 +52,74 @@ _SPLINE_TIMES = 50
 
 
 # --------------------------------------------------------------------------- reading
+# one number as libstdc++'s ``istream >> double`` accepts it (C locale): sign, digits with an
+# optional point, optional exponent. "1e" or "." start a number but fail it, which ends the line.
+_MANTISSA = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+_EXPONENT = re.compile(r"[eE][+-]?\d+")
+_WS = " \t\n\v\f\r"
+
+
+def _read_double(line: str, pos: int) -> tuple[float | None, int]:
+    while pos < len(line) and line[pos] in _WS:
+        pos += 1
+    m = _MANTISSA.match(line, pos)
+    if m is None:
+        return None, pos
+    end = m.end()
+    if end < len(line) and line[end] in "eE":
+        e = _EXPONENT.match(line, end)
+        if e is None:
+            return None, pos
+        end = e.end()
+    value = float(line[pos:end])
+    if math.isinf(value):                   # overflow: failbit in libstdc++
+        return None, pos
+    return value, end
+
+
+def parse_lane_line(line: str) -> tuple[np.ndarray, bool]:
+    """One text line -> (float32 (N, 2) points, whether unread text was left), as ``ss >> x >> y``."""
+    pts: list[tuple[float, float]] = []
+    pos = 0
+    while True:
+        start = pos
+        x, pos = _read_double(line, pos)
+        y, pos = _read_double(line, pos) if x is not None else (None, pos)
+        if y is None:
+            pos = start                         # an x without its y is unread text too
+            break
+        pts.append((x, y))
+    cut = line[pos:].strip(_WS) != ""
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2).astype(np.float32), cut
+
+
+def read_lanes_counting_cuts(path: str | Path) -> tuple[list[np.ndarray], int]:
+    """Lanes of a ``.lines.txt`` as the C++ evaluator reads them, and how many lines were cut short.
+
+    A missing file is no lanes (``ifstream`` fails and the C++ returns). Bytes are read as latin-1,
+    so no file fails to decode.
+    """
+    try:
+        text = Path(path).read_bytes().decode("latin-1")
+    except FileNotFoundError:
+        return [], 0
+    lines = text.split("\n")
+    if lines and lines[-1] == "":            # getline yields no line after a final newline
+        lines.pop()
+    lanes, cuts = [], 0
+    for line in lines:
+        pts, cut = parse_lane_line(line)
+        lanes.append(pts)
+        cuts += cut
+    return lanes, cuts
+
+
 def read_lanes_like_official(path: str | Path) -> list[np.ndarray]:
     """Read a ``.lines.txt`` as the C++ evaluator does: one lane per text line, float32 points.
 
-    A whitespace-only line is a lane with no points (it is counted by the official tool).
+    A blank line is a lane with no points (the official tool counts it); a missing file is no lanes.
     """
-    return [lane.astype(np.float32) for lane in read_culane_lines(path, keep_empty=True)]
+    return read_lanes_counting_cuts(path)[0]
 
 
 # --------------------------------------------------------------------------- spline
@@ -355,10 +421,10 @@ def read_list(list_file: str | Path) -> list[str]:
 
 def _eval_one(job):
     anno_path, pred_path, width, thresholds, img_size = job
-    gt = read_lanes_like_official(anno_path)
-    pred = read_lanes_like_official(pred_path) if os.path.isfile(pred_path) else []
+    gt, cut_gt = read_lanes_counting_cuts(anno_path)
+    pred, cut_pred = read_lanes_counting_cuts(pred_path)
     counts, _ = _counts(pred, gt, width, thresholds, img_size)
-    return [counts[t] for t in thresholds]
+    return [counts[t] for t in thresholds], cut_gt + cut_pred
 
 
 def evaluate_culane(anno_root: str | Path, pred_root: str | Path, list_file: str | Path,
@@ -377,20 +443,33 @@ def evaluate_culane(anno_root: str | Path, pred_root: str | Path, list_file: str
     thresholds = tuple(float(t) for t in iou_thresholds)
     if not thresholds:
         raise ValueError("at least one IoU threshold is needed")
-    jobs = []
+    jobs, missing = [], []
     for name in names:
         rel = _lines_name(name)
         anno = anno_root / rel
         if not anno.is_file():
-            raise FileNotFoundError(f"{list_file}: lists {name!r} but the annotation {anno} does not exist")
+            missing.append(str(anno))
         jobs.append((str(anno), str(pred_root / rel), int(width), thresholds, tuple(img_size)))
+    if names and len(missing) == len(names):
+        raise FileNotFoundError(f"{list_file}: none of its {len(names)} annotations exist under {anno_root} "
+                                f"(first: {missing[0]}); is --anno-root right?")
+    if missing:
+        warnings.warn(f"{list_file}: {len(missing)} listed annotation(s) missing, scored as images without "
+                      f"lanes as the official evaluator does (first: {missing[0]})", stacklevel=2)
     if workers > 1 and len(jobs) > 64:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers) as pool:
             results = pool.map(_eval_one, jobs, chunksize=max(1, min(256, len(jobs) // (8 * workers))))
     else:
         results = [_eval_one(j) for j in jobs]
-    return _summarise(names, results, thresholds, per_image)
+    cuts = sum(c for _, c in results)
+    if cuts:
+        warnings.warn(f"{list_file}: {cuts} lane line(s) hold values the official evaluator cannot read "
+                      "(odd count, nan/inf, words); read up to there, as it does", stacklevel=2)
+    out = _summarise(names, [r for r, _ in results], thresholds, per_image)
+    out["lines_cut_short"] = cuts
+    out["missing_annotations"] = len(missing)
+    return out
 
 
 def _summarise(names, results, thresholds, per_image):

@@ -56,8 +56,16 @@ def gt_lane_from_row_xs(xs: Sequence[float]) -> np.ndarray | None:
 
 
 def interpolate_lane(points: np.ndarray, n: int = 50) -> np.ndarray:
-    """B-spline through the points (s=0), sampled at ``n`` parameter values uniform in [0, 1]."""
+    """B-spline through the points (s=0), sampled at ``n`` parameter values uniform in [0, 1].
+
+    Consecutive duplicate points are dropped first, as the current official script does (they
+    break ``splprep``); a lane left with one point is returned as that point (nothing is drawn).
+    """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(p) > 1:
+        p = p[np.r_[True, np.any(p[1:] != p[:-1], axis=1)]]
+    if len(p) < 2:
+        return p
     tck, _ = splprep([p[:, 0].tolist(), p[:, 1].tolist()], s=0, t=n, k=min(3, len(p) - 1))
     return np.array(splev(np.linspace(0.0, 1.0, n), tck)).T
 

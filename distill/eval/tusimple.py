@@ -7,8 +7,9 @@ its valid points (x >= 0); any negative x (not only -2) becomes -100 on both sid
 the fraction of *all* h_samples within the threshold (strict <); each GT lane takes its best
 prediction (not one-to-one), matched when >= 0.85; FP = #pred - #matched; with more than 4 GT
 lanes FN loses 1 (if > 0) and the worst lane accuracy is dropped. Dataset values are plain means
-over the GT images. The slope is fitted with ``np.polyfit`` (the official code uses scikit-learn's
-``LinearRegression``; the two agree to rounding).
+over the GT images. The slope is fitted as scikit-learn's ``LinearRegression`` (the official
+code's) fits it: both variables centred on their means, then ``scipy.linalg.lstsq``; ``np.polyfit``
+differs in the last bit often enough to flip a point that lies exactly on the threshold.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import scipy.linalg
 
 PIXEL_THRESH = 20
 PT_THRESH = 0.85
@@ -30,7 +32,9 @@ def get_angle(xs: np.ndarray, y_samples: np.ndarray) -> float:
     valid = xs >= 0
     xs, ys = xs[valid], ys[valid]
     if len(xs) > 1:
-        return float(np.arctan(np.polyfit(ys, xs, 1)[0]))
+        yc, xc = ys - ys.mean(), xs - xs.mean()
+        k = scipy.linalg.lstsq(yc[:, None], xc, cond=len(yc) * np.finfo(np.float64).eps)[0][0]
+        return float(np.arctan(k))
     return 0.0
 
 
