@@ -42,6 +42,18 @@ def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), 
     return out / "last.pt"
 
 
+def recipe_steps(recipe: str) -> int:
+    return load_config(TrainConfig, RECIPES / recipe).steps
+
+
+def finished(out: Path, steps: int) -> bool:
+    """Whether ``out`` holds a run that reached ``steps``."""
+    from distill.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    return last.is_file() and int(load_checkpoint(last)["step"]) >= steps
+
+
 def sec_per_step(out: Path) -> float:
     """Median seconds per step over a run's logged windows, start-up window excluded."""
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]

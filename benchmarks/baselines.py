@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks._runs import DATA, ensure_data, sec_per_step, train_recipe, write_outputs
+from benchmarks._runs import DATA, ensure_data, finished, recipe_steps, sec_per_step, train_recipe, write_outputs
 from distill.checkpoint import model_from_checkpoint
 from distill.validate import evaluate_checkpoint
 
@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name in args.models:
         run_dir = out / "teacher" if name == "teacher" else out / "baselines" / name
+        if args.report_only and not finished(run_dir, recipe_steps(MODELS[name])):
+            continue
         ckpt = train_recipe(MODELS[name], run_dir, data, [f"seed={args.seed}"])
         scores = evaluate_checkpoint(str(ckpt), "culane", str(data), "test", max_images=args.eval_images)
         model, state = model_from_checkpoint(ckpt)
@@ -58,6 +60,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
+    ap.add_argument("--report-only", action="store_true", help="score the runs that finished; train nothing")
     args = ap.parse_args()
     rows = run(args)
     text = table(rows)

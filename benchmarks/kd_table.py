@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runs import DATA, ensure_data, sec_per_step, train_recipe, write_outputs
+from benchmarks._runs import DATA, ensure_data, finished, sec_per_step, train_recipe, write_outputs
 from distill.checkpoint import load_checkpoint
 from distill.validate import evaluate_checkpoint
 
@@ -51,6 +51,8 @@ STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.ya
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out, data = Path(args.out), Path(args.data)
     ensure_data(data)
+    if args.report_only and not finished(out / "teacher", args.teacher_steps):
+        raise SystemExit(f"--report-only: no finished teacher in {out / 'teacher'}")
     teacher = train_recipe("synthetic_teacher.yaml", out / "teacher", data, steps=args.teacher_steps)
     results: dict[str, Any] = {"teacher": evaluate_checkpoint(str(teacher), "culane", str(data), "test",
                                                               max_images=args.eval_images),
@@ -60,10 +62,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         label_teacher = None
         for method in args.methods:
             if method == "lgad" and label_teacher is None:
-                label_teacher = train_recipe(recipe, out / f"{student}_label_teacher", data,
-                                             ["label_teacher=true"], steps=args.steps)
+                label_teacher = out / f"{student}_label_teacher" / "last.pt"
+                if not args.report_only:
+                    train_recipe(recipe, label_teacher.parent, data, ["label_teacher=true"], steps=args.steps)
             for seed in args.seeds:
                 run_dir = out / student / method / f"seed{seed}"
+                if args.report_only and not finished(run_dir, args.steps):
+                    continue
                 methods = json.loads(json.dumps(METHODS[method]).replace("{label_teacher}", str(label_teacher)))
                 extra = [f"seed={seed}", f"methods={json.dumps(methods)}"]
                 if any(m["name"] not in ("sad", "lgad") for m in methods):
@@ -92,12 +97,17 @@ def summarise(results: dict[str, Any]) -> str:
         def step(method: str) -> float:
             return statistics.mean(r["sec_per_step"] for r in rows if r["student"] == student and r["method"] == method)
 
-        base_f1, base_miou = stats("baseline", "f1")[0], stats("baseline", "miou")[0]
+        has_base = any(r["student"] == student and r["method"] == "baseline" for r in rows)
         for method in dict.fromkeys(r["method"] for r in rows if r["student"] == student):
             f1, f1_sd, n = stats(method, "f1")
             miou, miou_sd, _ = stats(method, "miou")
-            lines.append(f"| {student} | {method} | {f1:.1f} ± {f1_sd:.1f} | {f1 - base_f1:+.1f} | {miou:.1f} ± {miou_sd:.1f} "
-                         f"| {miou - base_miou:+.1f} | {step(method) / step('baseline'):.2f}x | {n} |")
+            if has_base:
+                gains = (f"{f1 - stats('baseline', 'f1')[0]:+.1f}", f"{miou - stats('baseline', 'miou')[0]:+.1f}",
+                         f"{step(method) / step('baseline'):.2f}x")
+            else:
+                gains = ("n/a", "n/a", "n/a")
+            lines.append(f"| {student} | {method} | {f1:.1f} ± {f1_sd:.1f} | {gains[0]} | {miou:.1f} ± {miou_sd:.1f} "
+                         f"| {gains[1]} | {gains[2]} | {n} |")
     return "\n".join(lines)
 
 
@@ -112,6 +122,7 @@ def main() -> None:
     ap.add_argument("--teacher-steps", type=int, default=600)
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
+    ap.add_argument("--report-only", action="store_true", help="score the runs that finished; train nothing")
     args = ap.parse_args()
     if args.quick:
         args.students, args.methods, args.seeds, args.steps, args.teacher_steps = ["enet"], ["baseline", "kd"], [0], 20, 20
