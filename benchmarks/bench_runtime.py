@@ -24,6 +24,7 @@ from runtime.metadata import ModelMeta, culane_rows, sidecar_path
 from runtime.pipeline import load_model
 from runtime.preprocess import Preprocessor, preprocess_reference
 from runtime.sources import open_source
+from runtime.standin import build_standin
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -39,10 +40,8 @@ def _time(fn, reps: int) -> dict[str, float]:
 
 def stand_in_models(folder: Path) -> list[Path]:
     """Full-map and fused-peaks stand-ins at 288x800 for a 1640x590 frame (CULane rows)."""
-    from tests.test_runtime import build_model
-
     kw = dict(in_hw=(288, 800), frame_hw=(590, 1640), crop_top=0, rows=culane_rows())
-    return [build_model(folder / "full_map.onnx", **kw), build_model(folder / "fused_peaks.onnx", fused_post=True, **kw)]
+    return [build_standin(folder / "full_map.onnx", **kw), build_standin(folder / "fused_peaks.onnx", fused_post=True, **kw)]
 
 
 def stage_micro(models: list[Path], video: Path, frames: int) -> dict:

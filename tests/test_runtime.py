@@ -9,119 +9,33 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from runtime.backends.base import BackendError, backend_class, choose_backend, create_backend
 from runtime.backends.onnxruntime import resolve_providers
 from runtime.geometry import Geometry
 from runtime.lane_writers import read_video_lanes
-from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD, MetadataError, ModelMeta, TensorSpec
+from runtime.metadata import MetadataError, ModelMeta
 from runtime.overlay import EGO_FILL, LANE_COLORS, Overlay, fill_ego_lane
 from runtime.pipeline import STAGES, Decoder, load_model, run
-from runtime.postprocess import LaneDecodeConfig, decode_lanes, decode_lanes_from_peaks, sample_rows
+from runtime.postprocess import LaneDecodeConfig, decode_lanes, decode_lanes_from_peaks
 from runtime.preprocess import Preprocessor, preprocess_reference
 from runtime.sinks import SinkError
 from runtime.sources import SourceError, open_source
+from runtime.standin import BIAS, LANE_BGR, WEIGHT
+from runtime.standin import build_standin as build_model
 from tests.helpers import read_video
 
 # ------------------------------------------------------------------------------------------------
-# tiny real artifacts (also used by tests/test_runtime_bench.py and tests/test_torch_free.py)
+# tiny real artifacts: the stand-in model (runtime/standin.py) and videos of coloured lanes
 # ------------------------------------------------------------------------------------------------
 
 FRAME_H, FRAME_W = 72, 200
 IN_H, IN_W = 32, 96
 CROP_TOP = 8
 GEOMETRY = Geometry(FRAME_H, FRAME_W, IN_H, IN_W, CROP_TOP)
-SAMPLE_ROWS = [float(y) for y in range(FRAME_H - 1, 20, -5)]
-# BGR colour of each lane slot in the synthetic frames; the tiny model recognises them
-LANE_BGR = {1: (0, 0, 255), 2: (0, 255, 0), 3: (255, 0, 0), 4: (255, 255, 255)}
-
-# 1x1 conv on normalised RGB: background bias 2; slot k responds to its colour.
-_W = np.array([[0, 0, 0], [2, -1, -1], [-1, 2, -1], [-1, -1, 2], [2, 2, 2]], np.float32)
-_B = np.array([2, 0, 0, 0, -9], np.float32)
-
-
-def _const(name: str, arr: np.ndarray) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.asarray(arr), name)
-
-
-def build_model(path: Path, *, fused_pre: bool = False, fused_post: bool = False, marking: bool = False,
-                exist: bool = True, in_hw: tuple[int, int] = (IN_H, IN_W),
-                frame_hw: tuple[int, int] = (FRAME_H, FRAME_W), crop_top: int = CROP_TOP,
-                rows: list[float] | None = None) -> Path:
-    """Write ``path`` (.onnx) and its ``.json`` sidecar for the tiny colour->lane model."""
-    h, w = in_hw
-    nodes, inits = [], []
-    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
-    if fused_pre:
-        inp = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])
-        # fold BGR->RGB and (x - mean) / std into the conv
-        wk = np.zeros((5, 3), np.float32)
-        for c in range(3):
-            wk[:, 2 - c] = _W[:, c] / std[c]
-        bk = _B - (_W * (mean / std)).sum(axis=1)
-        nodes += [helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
-                  helper.make_node("Transpose", ["xf"], ["x"], perm=[0, 3, 1, 2])]
-    else:
-        inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])
-        wk, bk = _W, _B
-        nodes.append(helper.make_node("Identity", ["input"], ["x"]))
-    inits += [_const("W", wk.reshape(5, 3, 1, 1)), _const("B", bk.astype(np.float32))]
-    nodes += [helper.make_node("Conv", ["x", "W", "B"], ["logits"]),
-              helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
-    outputs = []
-    g = Geometry(frame_hw[0], frame_hw[1], h, w, crop_top)
-    rows_y = list(SAMPLE_ROWS if rows is None else rows)
-    if marking:
-        if fused_post:
-            nodes += [helper.make_node("ArgMax", ["probs"], ["am"], axis=1, keepdims=0),
-                      helper.make_node("Cast", ["am"], ["classes"], to=TensorProto.UINT8)]
-            outputs.append(helper.make_tensor_value_info("classes", TensorProto.UINT8, ["N", h, w]))
-        else:
-            outputs.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 5, h, w]))
-    else:
-        if exist:
-            inits += [_const("s1", np.array([1])), _const("s5", np.array([5])), _const("ax1", np.array([1]))]
-            nodes += [helper.make_node("ReduceMax", ["logits"], ["lmax"], axes=[2, 3], keepdims=0),
-                      helper.make_node("Slice", ["lmax", "s1", "s5", "ax1"], ["lsl"]),
-                      helper.make_node("Sigmoid", ["lsl"], ["exist"])]
-        if fused_post:
-            in_rows = sample_rows(g, LaneDecodeConfig(rows=rows_y))[1]
-            inits += [_const("rows", in_rows.astype(np.int64)), _const("c1", np.array([1])),
-                      _const("c5", np.array([5])), _const("cax", np.array([1]))]
-            nodes += [helper.make_node("Slice", ["probs", "c1", "c5", "cax"], ["lanes"]),
-                      helper.make_node("Gather", ["lanes", "rows"], ["band"], axis=2),
-                      helper.make_node("ReduceMax", ["band"], ["peak_vals"], axes=[3], keepdims=0),
-                      helper.make_node("ArgMax", ["band"], ["am"], axis=3, keepdims=0),
-                      helper.make_node("Cast", ["am"], ["peak_cols"], to=TensorProto.INT32)]
-            if exist:
-                outputs.append(helper.make_tensor_value_info("exist", TensorProto.FLOAT, ["N", 4]))
-            outputs += [helper.make_tensor_value_info("peak_vals", TensorProto.FLOAT, ["N", 4, len(in_rows)]),
-                        helper.make_tensor_value_info("peak_cols", TensorProto.INT32, ["N", 4, len(in_rows)])]
-        else:
-            outputs.append(helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 5, h, w]))
-            if exist:
-                outputs.append(helper.make_tensor_value_info("exist", TensorProto.FLOAT, ["N", 4]))
-    graph = helper.make_graph(nodes, "tiny_lanes", [inp], outputs, initializer=inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="lanekd-tests")
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    path = Path(path)
-    onnx.save(m, str(path))
-    in_spec = TensorSpec(inp.name, ["N", h, w, 3] if fused_pre else ["N", 3, h, w], "uint8" if fused_pre else "float32")
-    meta = ModelMeta(
-        model="tiny", task="marking" if marking else "lanes",
-        classes=["background", "red", "green", "blue", "white"] if marking else ["background", "l1", "l2", "l3", "l4"],
-        lane_slots=0 if marking else 4, geometry=g, inputs=[in_spec],
-        outputs=[TensorSpec(o.name, [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim],
-                            "float32") for o in outputs],
-        layout="NHWC" if fused_pre else "NCHW", fused_preprocess=fused_pre, fused_postprocess=fused_post,
-        sample_rows=rows_y)
-    meta.save(path.with_suffix(".json"))
-    return path
+SAMPLE_ROWS = [float(y) for y in range(FRAME_H - 1, 20, -5)]   # the stand-in's default rows
 
 
 def lane_frame(i: int, h: int = FRAME_H, w: int = FRAME_W) -> np.ndarray:
@@ -382,8 +296,8 @@ def test_torch_backend_runs_pt2_like_onnx(art, tmp_path):
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 5, 1)
-            self.conv.weight.data = torch.from_numpy(_W.reshape(5, 3, 1, 1).copy())
-            self.conv.bias.data = torch.from_numpy(_B.copy())
+            self.conv.weight.data = torch.from_numpy(WEIGHT.reshape(5, 3, 1, 1).copy())
+            self.conv.bias.data = torch.from_numpy(BIAS.copy())
 
         def forward(self, x):
             logits = self.conv(x)

@@ -10,7 +10,8 @@ from runtime.bench import bench, parse_tegrastats
 from runtime.cli import main
 from runtime.doctor import doctor, format_doctor
 from runtime.pipeline import STAGES
-from tests.test_runtime import build_model, write_video
+from runtime.standin import build_standin as build_model
+from tests.test_runtime import write_video
 
 NANO = ("RAM 2448/3964MB (lfb 1x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [12%@1479,5%@1479,off,off] EMC_FREQ 3%@1600 GR3D_FREQ 61%@921 APE 25 "

@@ -9,7 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.test_runtime import build_model, write_video
+from runtime.standin import build_standin as build_model
+from tests.test_runtime import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
