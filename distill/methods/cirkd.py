@@ -218,17 +218,13 @@ class CIRKD(KDMethod):
             raise ValueError(f"cirkd: unknown pooling {pooling!r}; choose from {POOLINGS}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"cirkd: unknown sampling {sampling!r}; choose from {SAMPLINGS}")
-        for side, info, tap in (("student", s_info, s_tap), ("teacher", t_info, t_tap)):
-            if tap not in info:
-                raise ValueError(f"cirkd: {side} has no tap {tap!r}; available: {sorted(info)}")
-        cs, ct = s_info[s_tap].channels, t_info[t_tap].channels
+        s_i, t_i = self.bind_taps(s_info, t_info, s_tap, t_tap, "cirkd")
+        cs, ct = s_i.channels, t_i.channels
         self.weight, self.minibatch_weight = float(weight), float(minibatch_weight)
         self.pixel_memory_weight, self.region_memory_weight = float(pixel_memory_weight), float(region_memory_weight)
         self.tau, self.memory_tau, self.t_kd = float(tau), float(memory_tau), float(t_kd)
         self.pooling, self.sampling = pooling, sampling
         self.ignore_index = spec.ignore_index
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
         self.generator: torch.Generator | None = None
         self.use_memory = self.pixel_memory_weight != 0 or self.region_memory_weight != 0
         n_cls = spec.num_classes

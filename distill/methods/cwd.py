@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.data.sample import DataSpec
-from distill.methods._common import check_choice, check_positive, match_spatial, scale_pair, tap_info
+from distill.methods._common import check_choice, check_positive, match_spatial, scale_pair
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -88,8 +88,8 @@ class CWD(KDMethod):
         self.logits_scale = check_positive(logits_scale, "logits_scale", "cwd")
         if self.logits_scale != 1.0 and s_tap != "logits":
             raise ValueError(f"cwd: logits_scale applies to the logits tap only, not {s_tap!r}")
-        cs = tap_info(s_info, s_tap, "student", "cwd").channels
-        ct = tap_info(t_info, t_tap, "teacher", "cwd").channels
+        s_i, t_i = self.bind_taps(s_info, t_info, s_tap, t_tap, "cwd")
+        cs, ct = s_i.channels, t_i.channels
         if adapter == "auto":
             if variant == "official":
                 adapter = "conv_bn_relu" if s_tap != "logits" else "none"
@@ -104,8 +104,6 @@ class CWD(KDMethod):
         elif adapter == "conv_bn_relu":
             self.adapter = nn.Sequential(nn.Conv2d(cs, ct, 1, bias=False), nn.BatchNorm2d(ct), nn.ReLU(inplace=True))
         self.s_channels = cs
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

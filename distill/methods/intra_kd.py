@@ -124,9 +124,7 @@ class IntraKD(KDMethod):
         super().__init__()
         if t_info is None:
             raise ValueError("intra_kd needs a teacher")
-        for side, info, tap in (("student", s_info, s_tap), ("teacher", t_info, t_tap)):
-            if tap not in info:
-                raise ValueError(f"intra_kd: {side} has no tap {tap!r}; available: {sorted(info)}")
+        self.bind_taps(s_info, t_info, s_tap, t_tap, "intra_kd")
         if normaliser not in NORMALISERS:
             raise ValueError(f"intra_kd: unknown normaliser {normaliser!r}; choose from {NORMALISERS}")
         if average not in AVERAGES:
@@ -136,8 +134,6 @@ class IntraKD(KDMethod):
         self.weight, self.kernel, self.eps = float(weight), int(kernel), float(eps)
         self.normaliser, self.average = normaliser, average
         self.num_classes, self.ignore_index = spec.num_classes, spec.ignore_index
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

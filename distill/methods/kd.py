@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data.sample import DataSpec
-from distill.methods._common import check_choice, check_positive, same_channels, scale_pair, tap_info
+from distill.methods._common import check_choice, check_positive, same_channels, scale_pair
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -63,10 +63,7 @@ class KD(KDMethod):
         self.weight = DEFAULT_WEIGHT[variant] if weight is None else float(weight)
         self.T = check_positive(T, "T", "kd")
         self.logits_scale = check_positive(logits_scale, "logits_scale", "kd")
-        same_channels(tap_info(s_info, s_tap, "student", "kd"), tap_info(t_info, t_tap, "teacher", "kd"),
-                      s_tap, t_tap, "kd")
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        same_channels(*self.bind_taps(s_info, t_info, s_tap, t_tap, "kd"), s_tap, t_tap, "kd")
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

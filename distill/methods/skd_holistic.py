@@ -130,10 +130,8 @@ class SKDHolistic(KDMethod):
             raise ValueError(f"skd_holistic: unknown variant {variant!r}; choose from {VARIANTS}")
         if t_info is None:
             raise ValueError("skd_holistic needs a teacher")
-        for side, info, tap in (("student", s_info, s_tap), ("teacher", t_info, t_tap)):
-            if tap not in info:
-                raise ValueError(f"skd_holistic: {side} has no tap {tap!r}; available: {sorted(info)}")
-        cs, ct = s_info[s_tap].channels, t_info[t_tap].channels
+        s_i, t_i = self.bind_taps(s_info, t_info, s_tap, t_tap, "skd_holistic")
+        cs, ct = s_i.channels, t_i.channels
         if cs != ct:
             raise ValueError(f"skd_holistic: D scores student and teacher {s_tap}/{t_tap} alike, "
                              f"so their channels must match ({cs} vs {ct})")
@@ -143,8 +141,6 @@ class SKDHolistic(KDMethod):
         self.weight = _DEFAULT_WEIGHT[variant] if weight is None else float(weight)
         self.d_weight, self.lambda_gp = float(d_weight), float(lambda_gp)
         self.logits_scale = float(logits_scale)
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
         self.d_poly_power = float(d_poly_power)
         self.d_order = d_order or _DEFAULT_ORDER[variant]
         self.d_lr_schedule = d_lr_schedule or _DEFAULT_SCHEDULE[variant]

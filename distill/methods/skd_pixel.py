@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data.sample import DataSpec
-from distill.methods._common import check_positive, same_channels, scale_pair, tap_info
+from distill.methods._common import check_positive, same_channels, scale_pair
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -42,10 +42,7 @@ class SKDPixel(KDMethod):
         super().__init__()
         self.weight = float(weight)
         self.logits_scale = check_positive(logits_scale, "logits_scale", "skd_pixel")
-        same_channels(tap_info(s_info, s_tap, "student", "skd_pixel"),
-                      tap_info(t_info, t_tap, "teacher", "skd_pixel"), s_tap, t_tap, "skd_pixel")
-        self.s_tap, self.t_tap = s_tap, t_tap
-        self.s_taps_needed, self.t_taps_needed = (s_tap,), (t_tap,)
+        same_channels(*self.bind_taps(s_info, t_info, s_tap, t_tap, "skd_pixel"), s_tap, t_tap, "skd_pixel")
 
     def forward(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
