@@ -11,7 +11,8 @@ import pytest
 from distill.data.apollo import (APOLLO_LABELS, ApolloScapeMarking, color_to_trainid, id_to_trainid,
                                  read_classes_file)
 from distill.data.cityscapes import Cityscapes, labelid_to_trainid
-from distill.data.culane import CULane, assign_slots_by_position, rasterise_lanes
+from distill.data.culane import CULane
+from distill.data.reader import assign_slots_by_position, rasterise_lanes
 from distill.data.llamas import LLAMAS, markers_to_polyline
 from distill.data.sample import IGNORE_INDEX, DataError
 from distill.data.tusimple import TuSimple

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from distill.data.culane import CULane, rasterise_lanes
+from distill.data.culane import CULane
+from distill.data.reader import rasterise_lanes
 from distill.data.dataset import SegDataset, build_dataset, collate
 from distill.data.sample import IGNORE_INDEX, Sample
 from distill.data.transforms import (Compose, HorizontalFlip, Normalize, PhotometricJitter, RandomRotation,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from distill.data.culane import (IMAGE_SUFFIXES, BaseReader, check_root, check_same_size,
+from distill.data.reader import (IMAGE_SUFFIXES, BaseReader, check_root, check_same_size,
                                  identity_geometry, read_image, resolve_list)
 from distill.data.sample import IGNORE_INDEX, DataError, DataSpec, Sample
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data.culane import BaseReader, check_root, check_same_size, identity_geometry, read_image, read_label
+from distill.data.reader import BaseReader, check_root, check_same_size, identity_geometry, read_image, read_label
 from distill.data.sample import IGNORE_INDEX, DataError, DataSpec, Sample
 
 # (label id, train id, name) for the 19 evaluated classes; every other id is ignored.

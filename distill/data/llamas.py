@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from distill.data.culane import (BaseReader, check_root, exist_from, identity_geometry,
+from distill.data.reader import (BaseReader, check_root, exist_from, identity_geometry,
                                  rasterise_lanes, read_image, scaled_width)
 from distill.data.sample import DataError, DataSpec, Sample
 

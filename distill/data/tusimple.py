@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distill.data.culane import (BaseReader, assign_slots_by_position, check_root, exist_from,
+from distill.data.reader import (BaseReader, assign_slots_by_position, check_root, exist_from,
                                  identity_geometry, rasterise_lanes, read_image, scaled_width)
 from distill.data.sample import DataError, DataSpec, Sample
 
