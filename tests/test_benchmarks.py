@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks._runs import sec_per_step, write_outputs
-from benchmarks.kd_table import METHODS, summarise
+from benchmarks.kd_table import METHODS, shards, summarise
 
 
 def _row(method, seed, f1, miou, sps):
@@ -40,3 +40,12 @@ def test_sec_per_step_skips_the_start_up_window(tmp_path):
     write_outputs(tmp_path / "t", "table", {"a": 1}, "| x |")
     assert json.loads((tmp_path / "t/table.json").read_text()) == {"a": 1}
     assert (tmp_path / "t/table.md").read_text() == "| x |\n"
+
+
+def test_jobs_share_the_methods_out_by_cost():
+    groups = shards(list(METHODS), 2)
+    assert sorted(m for g in groups for m in g) == sorted(METHODS)          # each method once
+    from benchmarks.kd_table import COST
+    loads = [sum(COST[m] for m in g) for g in groups]
+    assert max(loads) - min(loads) <= max(COST.values())
+    assert shards(["kd"], 4) == [["kd"]]
