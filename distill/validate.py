@@ -65,8 +65,10 @@ class Validator:
             label_teacher: bool = False) -> dict[str, float]:
         was_training = model.training
         model.eval()
+        # its own generator: a loader draws its workers' base seed from the global RNG otherwise,
+        # and validating would change the training run that follows
         loader = DataLoader(_ValItems(self.dataset, self.indices), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate)
+                            num_workers=self.num_workers, collate_fn=_collate, generator=torch.Generator())
         counts = np.zeros(3, np.int64)
         exist_hits = np.zeros(2, np.int64)
         conf = ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index)

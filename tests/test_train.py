@@ -66,6 +66,17 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(synth_root, tmp_
     assert model(torch.zeros(1, 3, 40, 104))[0].shape == (1, 5, 40, 104)
 
 
+def test_validation_does_not_change_the_training_trajectory(synth_root, tmp_path):
+    """Same seed, validation every 2 steps or never: the same weights (ENet has dropout, so any
+    draw from the global RNG during validation would show)."""
+    train(_cfg(synth_root, tmp_path / "quiet"), quiet=True)
+    train(_cfg(synth_root, tmp_path / "val", val_every=2), quiet=True)
+    a = load_checkpoint(tmp_path / "quiet" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "val" / "last.pt")["state_dict"]
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+
+
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(synth_root, tmp_path):
     _cfg(synth_root, tmp_path / "run", steps=400, ckpt_every=1000, log_every=1)   # writes run.yaml
     cfg_path = tmp_path / "run.yaml"
