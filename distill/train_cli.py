@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from distill.config import ConfigError, load_config
@@ -17,6 +18,19 @@ def _load(args: argparse.Namespace) -> TrainConfig:
     return load_config(TrainConfig, args.config, overrides)
 
 
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and a scheduler's SIGTERM all save a checkpoint and stop the run.
+
+    SIGINT is set explicitly: a run started in the background (``cmd &``) inherits it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+
+
 def _run(args: argparse.Namespace, need_methods: bool) -> int:
     from distill.checkpoint import CheckpointError
     from distill.data.sample import DataError
@@ -27,6 +41,7 @@ def _run(args: argparse.Namespace, need_methods: bool) -> int:
         if need_methods and not cfg.methods:
             raise ConfigError("`distill` needs a `methods:` list (and a teacher for methods that use one)")
         print(f"training {cfg.model.name} -> {cfg.out}", file=sys.stderr)
+        _catch_stop_signals()
         metrics = train(cfg)
     except (ConfigError, CheckpointError, DataError, NonFiniteLoss, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

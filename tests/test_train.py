@@ -77,18 +77,21 @@ def test_validation_does_not_change_the_training_trajectory(synth_root, tmp_path
         assert torch.equal(v, b[k]), k
 
 
-def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(synth_root, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(synth_root, tmp_path, sig):
     _cfg(synth_root, tmp_path / "run", steps=400, ckpt_every=1000, log_every=1)   # writes run.yaml
     cfg_path = tmp_path / "run.yaml"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # started with SIGINT ignored, as a background job (`cmd &`) is: the CLI must still stop on it
     proc = subprocess.Popen([sys.executable, "-m", "distill", "train", "--config", str(cfg_path)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     log = tmp_path / "run" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (log.is_file() and log.read_text().count("\n") >= 2):
         time.sleep(0.2)
     assert log.is_file(), "training never logged a step"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted at step" in err
