@@ -121,8 +121,8 @@ def summarise(results: dict[str, Any]) -> str:
 
 
 # Relative step cost of each method on a CPU (measured), to share the runs out evenly over --jobs.
-COST = {"baseline": 1.0, "kd": 1.2, "fitnet": 1.3, "at": 1.3, "sad": 1.2, "cwd": 1.4, "ifvd": 1.4, "dsd": 1.4,
-        "skd": 2.5, "skd_per_image": 2.5, "cirkd+kd": 2.9, "intra_kd+kd": 1.9, "lgad": 1.3}
+COST = {"baseline": 1.0, "kd": 1.14, "fitnet": 1.15, "at": 1.42, "sad": 0.88, "cwd": 1.09, "ifvd": 1.26,
+        "dsd": 1.12, "skd": 2.23, "skd_per_image": 2.64, "cirkd+kd": 3.04, "intra_kd+kd": 1.36, "lgad": 1.11}
 
 
 def shards(methods: list[str], jobs: int) -> list[list[str]]:
