@@ -12,7 +12,6 @@ from distill.eval.culane import (culane_counts, evaluate_culane, iou_matrix, lan
                                  official_km_match, parse_lane_line, read_lanes_counting_cuts,
                                  read_lanes_like_official, spline_interp_times)
 from runtime.cli import main as cli_main
-from runtime.lane_io import LaneFileError
 
 YS = np.arange(589, 299, -10.0)
 
