@@ -10,7 +10,7 @@ from distill.train import train
 from distill.train_config import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-DATA = Path("runs/kd/data")              # the benchmark's synthetic data set and its recipe
+DATA = Path("runs/kd/data")              # where the benchmark's synthetic data set is written
 SCENES, SPLITS = 880, (0.75, 0.05, 0.2)  # 176 test images: enough to keep the evaluation noise small
 
 

@@ -44,16 +44,14 @@ METHODS: dict[str, list[dict[str, Any]]] = {
     # dwarfs the task loss and the WGAN-GP discriminator costs 2 s a step on a CPU
     "skd": [{"name": "skd_pixel", "logits_scale": 0.125}, {"name": "skd_pair", "s_tap": "stage3", "t_tap": "decoder"},
             {"name": "skd_holistic", "variant": "wgan-gp", "logits_scale": 0.5, "d_l4": False}],
-    # SKD's pixel term is summed over the batch: with 8 images on one device it weighs 8x what it
-    # does per image; this variant divides lambda_pi = 10 by the batch size
-    "skd_per_image": [{"name": "skd_pixel", "logits_scale": 0.125, "weight": 1.25},
-                      {"name": "skd_pair", "s_tap": "stage3", "t_tap": "decoder"},
-                      {"name": "skd_holistic", "variant": "wgan-gp", "logits_scale": 0.5, "d_l4": False}],
     "cirkd+kd": [{"name": "kd"}, {"name": "cirkd", "s_tap": "stage3", "t_tap": "decoder",
                                   "pixel_memory_size": 4000, "region_memory_size": 400}],
     "intra_kd+kd": [{"name": "kd"}, {"name": "intra_kd", "s_tap": "stage3", "t_tap": "decoder"}],
     "lgad": [{"name": "lgad", "label_teacher_checkpoint": "{label_teacher}", "stages": ["stage1", "stage2", "stage3"]}],
 }
+# SKD's pixel term is summed over the batch: with 8 images on one device it weighs 8x what it does
+# per image; this variant divides lambda_pi = 10 by the batch size
+METHODS["skd_per_image"] = [{**METHODS["skd"][0], "weight": 1.25}, *METHODS["skd"][1:]]
 STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.yaml"}
 
 

@@ -158,11 +158,10 @@ def lane_row_xs(markers: list[Marker], where: str = "lane") -> list[float]:
     for m in _extend_to_bottom(markers, where):
         put(m.y0, m.x0)
         height = m.y0 - m.y1
-        if height > 2:
+        if height > 2:                                  # one point per row (the original's step is 1.0)
             slope = (m.x1 - m.x0) / height
-            step = (m.y0 - m.y1) / float(height)
             for i in range(height + 1):
-                put(_round(m.y0 - step * i), _round(m.x0 + slope * step * i))
+                put(m.y0 - i, _round(m.x0 + slope * i))
     xs = [sum(b) / float(len(b)) if b else -1 for b in buckets]
     known = [y for y, x in enumerate(xs) if x != -1]
     for a, b in zip(known[:-1], known[1:]):            # fill the gaps, one row after the other

@@ -15,7 +15,8 @@ Reference: ``XingangPan/SCNN:tools/lane_evaluation`` (``evaluate.cpp``, ``counte
   the last point, with the C++ arithmetic (float32 differences, double maths, float32 results).
 - Drawing: ``cv::Point2f`` -> ``cv::Point`` is ``cvRound`` (round half to even); segments are drawn
   30 px thick with OpenCV itself, which must be 4.x or older: OpenCV 5 rasterises thick lines that
-  cross the border differently, so the package pins ``opencv-python-headless<5``. One ``cv2.polylines`` call per lane, consecutive duplicate points
+  cross the border differently, so the package pins ``opencv-python-headless<5``. One
+  ``cv2.polylines`` call per lane, consecutive duplicate points
   dropped, on a canvas clipped to the lane's bounding box: the pixel set is identical to the C++
   per-segment ``cv::line`` loop (the caps are circles at the shared vertices; the rasteriser is
   translation-invariant), which a test checks.
