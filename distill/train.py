@@ -141,7 +141,8 @@ class Distiller(nn.Module):
         s_taps = self.student.forward_taps(x)
         terms = task_losses(s_taps, batch, self.class_weights, self.exist_weight, self.spec.ignore_index)
         for method in self.methods:
-            terms.update(method(s_taps, t_taps if method.uses_teacher else None, batch))
+            if method.active:
+                terms.update(method(s_taps, t_taps if method.uses_teacher else None, batch))
         return terms, s_taps
 
 
@@ -433,7 +434,8 @@ class Trainer:
         self.scaler.update()
         s_det = {k: v.detach() for k, v in s_taps.items()}
         for m in self.distiller.methods:
-            values.update(m.after_student_step(s_det, t_taps or {}, batch))
+            if m.active:
+                values.update(m.after_student_step(s_det, t_taps or {}, batch))
         values["lr"] = lr
         return values
 
@@ -504,6 +506,8 @@ class Trainer:
                  "exist": torch.zeros(b, self.spec.lane_slots, device=self.device)}
         x = label_input(batch["mask"], self.spec.num_classes) if self.cfg.label_teacher else batch["image"]
         state = {k: v.clone() for k, v in self.distiller.state_dict().items()}
+        for m in self.distiller.methods:       # as late in the run as it goes: every method and warm-up on
+            m.set_progress(self.cfg.steps - 1, self.cfg.steps)
         try:
             with torch.no_grad(), self.autocast():
                 t_taps = self.teacher.forward_taps(x) if self.teacher is not None else None

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks._runs import sec_per_step, write_outputs
-from benchmarks.kd_table import METHODS, shards, summarise
+from benchmarks.kd_table import METHODS, RUNS, cost, shards, summarise
 
 
 def _row(method, seed, f1, miou, sps):
@@ -27,9 +27,11 @@ def test_every_table_method_names_registered_methods():
     from distill.methods.base import METHODS as REGISTRY
     import distill.methods  # noqa: F401
 
-    for name, parts in METHODS.items():
+    for name, parts in RUNS.items():
         for part in parts:
             assert part["name"] in REGISTRY, (name, part["name"])
+    assert all(p["start"] == 0.4 for p in RUNS["intra_kd+kd@start0.4"]) and "start" not in str(METHODS)
+    assert RUNS["lgad@start0.4"][0]["label_teacher_checkpoint"] == "{label_teacher}"
 
 
 def test_sec_per_step_skips_the_start_up_window(tmp_path):
@@ -49,3 +51,4 @@ def test_jobs_share_the_methods_out_by_cost():
     loads = [sum(COST[m] for m in g) for g in groups]
     assert max(loads) - min(loads) <= max(COST.values())
     assert shards(["kd"], 4) == [["kd"]]
+    assert cost("kd@start0.4") == pytest.approx(0.4 + 0.6 * COST["kd"]) and cost("skd-x") == COST["skd"]

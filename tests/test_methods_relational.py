@@ -184,6 +184,36 @@ def test_cirkd_module_state_and_sizes():
     assert tuple(full.teacher_segment_queue.shape) == (5, 2000, 4)
 
 
+
+def test_cirkd_and_gp_random_draws_come_from_the_given_generator():
+    """A checker passes its own generator: the bank sampling and the GP's alpha repeat with its seed."""
+    torch.manual_seed(0)
+    s_info, t_info = {"decoder": TapInfo(6, 8)}, {"decoder": TapInfo(4, 8)}
+    s, t = torch.randn(2, 6, 8, 8), torch.randn(2, 4, 8, 8)
+    batch = {"mask": torch.randint(0, SPEC.num_classes, (2, 64, 64))}
+
+    def cirkd_loss(seed: int) -> torch.Tensor:
+        torch.manual_seed(1)                        # same banks and head weights every time
+        m = build_method("cirkd", s_info, t_info, SPEC, pixel_memory_size=1000, region_memory_size=300,
+                         generator=torch.Generator().manual_seed(seed))
+        out = m({"decoder": s}, {"decoder": t}, batch)
+        torch.randperm(10)                          # the global RNG is not what the draws use
+        return out["kd/cirkd_pixel_memory"] + out["kd/cirkd_region_memory"]
+
+    assert torch.equal(cirkd_loss(3), cirkd_loss(3)) and not torch.equal(cirkd_loss(3), cirkd_loss(4))
+
+    info = {"logits": TapInfo(5, 1)}
+    real, fake = torch.randn(2, 5, 32, 32), torch.randn(2, 5, 32, 32)
+
+    def d_loss(seed: int) -> float:
+        torch.manual_seed(1)
+        m = build_method("skd_holistic", info, info, SPEC, d_conv_dim=8, d_l4=False,
+                         generator=torch.Generator().manual_seed(seed))
+        return m.after_student_step({"logits": fake}, {"logits": real}, {})["kd/skd_holistic_d"]
+
+    assert d_loss(3) == d_loss(3) and d_loss(3) != d_loss(4)
+
+
 # ----------------------------------------------------------------------------- SAGAN D / SKD holistic
 def test_spectral_norm_updates_u_v_in_place_once_per_call():
     torch.manual_seed(0)

@@ -128,6 +128,21 @@ def test_distillation_and_label_teacher_runs(synth_root, tmp_path):
     assert any("val/f1" in r for r in rows)
 
 
+def test_a_method_with_start_is_off_until_that_fraction_of_the_run(synth_root, tmp_path):
+    train(_cfg(synth_root, tmp_path / "t", steps=1), quiet=True)
+    cfg = _cfg(synth_root, tmp_path / "kd", steps=4, teacher={"checkpoint": str(tmp_path / "t" / "last.pt")},
+               methods=[{"name": "cwd"},
+                        {"name": "skd_holistic", "variant": "hinge", "d_l4": False, "start": 0.5}])
+    train(cfg, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "kd/cwd" in r]
+    assert len(steps) == 4
+    assert [("kd/skd_holistic" in r, "kd/skd_holistic_d" in r) for r in steps] == [(False, False)] * 2 + [(True, True)] * 2
+    with pytest.raises(ValueError, match="start"):
+        Trainer(_cfg(synth_root, tmp_path / "bad", teacher={"checkpoint": str(tmp_path / "t" / "last.pt")},
+                     methods=[{"name": "kd", "start": 1.0}]), quiet=True)
+
+
 def test_bad_inputs_fail_clearly(synth_root, tmp_path):
     with pytest.raises(KeyError, match="valid names"):
         Trainer(_cfg(synth_root, tmp_path / "x", model={"name": "erfnet_typo"}), quiet=True)

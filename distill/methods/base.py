@@ -23,6 +23,9 @@ class KDMethod(nn.Module):
     Teacher taps arrive detached. ``self.step`` / ``self.total_steps`` are set by the Trainer
     before every step (for warm-ups). Methods with their own optimiser (the GAN discriminator)
     override ``after_student_step``.
+
+    Every method also takes ``start`` (handled by ``build_method``): the fraction of the run before
+    which it is off -- not computed, no terms, no discriminator step (0 = from the first step).
     """
 
     uses_teacher: bool = True
@@ -33,6 +36,12 @@ class KDMethod(nn.Module):
         super().__init__()
         self.step = 0
         self.total_steps = 1
+        self.start = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether the run has reached ``start`` (a fraction of ``total_steps``)."""
+        return self.step >= self.start * self.total_steps
 
     def bind_taps(self, s_info: dict[str, TapInfo] | None, t_info: dict[str, TapInfo] | None,
                   s_tap: str, t_tap: str, name: str) -> tuple[TapInfo, TapInfo]:
@@ -85,10 +94,14 @@ def build_method(name: str, s_info: dict[str, TapInfo], t_info: dict[str, TapInf
     """Build a registered method; unknown kwargs fail loudly through the constructor."""
     import distill.methods  # noqa: F401  (registers every method)
 
+    start = float(kwargs.pop("start", 0.0))
+    if not 0.0 <= start < 1.0:
+        raise ValueError(f"KD method {name!r}: start is a fraction of the run in [0, 1), got {start}")
     cls = METHODS.get(name)
     try:
         method = cls(s_info, t_info, spec, **kwargs)
     except TypeError as exc:
         raise TypeError(f"KD method {name!r}: {exc}") from None
     check_taps(method, s_info, t_info)
+    method.start = start
     return method

@@ -22,7 +22,7 @@ Yang et al., "Cross-Image Relational Knowledge Distillation for Semantic Segment
 
 Randomness (KD_METHODS §13): only ``torch.randperm`` on the CPU, in this order: per image, per
 present class ascending, ``randperm(n_c)`` for the pixel enqueue; then ``randperm(pixel_bank_size)``;
-then ``randperm(region_bank_size)``. ``self.generator`` (a ``torch.Generator`` or None = global RNG).
+then ``randperm(region_bank_size)``, drawn from ``generator`` (a ``torch.Generator``; None = global RNG).
 ``sampling="reference"`` reproduces the authors' quirk (the enqueued pixels of class c are raster
 positions 0..n_c-1 of the image, not class-c pixels); ``"class"`` takes class-c pixels.
 
@@ -210,7 +210,8 @@ class CIRKD(KDMethod):
                  t_kd: float = 1.0, pooling: str = "none", sampling: str = "reference",
                  pixel_memory_size: int = 20000, region_memory_size: int = 2000,
                  pixel_contrast_total: int = 4096, region_contrast_total: int = 1024,
-                 s_tap: str = "decoder", t_tap: str = "decoder") -> None:
+                 s_tap: str = "decoder", t_tap: str = "decoder",
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if t_info is None:
             raise ValueError("cirkd needs a teacher")
@@ -225,7 +226,7 @@ class CIRKD(KDMethod):
         self.tau, self.memory_tau, self.t_kd = float(tau), float(memory_tau), float(t_kd)
         self.pooling, self.sampling = pooling, sampling
         self.ignore_index = spec.ignore_index
-        self.generator: torch.Generator | None = None
+        self.generator = generator  # the bank sampling's RNG (None = global); also settable later
         self.use_memory = self.pixel_memory_weight != 0 or self.region_memory_weight != 0
         n_cls = spec.num_classes
         self.pixel_contrast_size = pixel_contrast_total // n_cls + 1

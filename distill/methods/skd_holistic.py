@@ -124,7 +124,7 @@ class SKDHolistic(KDMethod):
                  d_momentum: float = 0.9, d_weight_decay: float = 5e-4, d_betas: tuple[float, float] = (0.9, 0.99),
                  d_poly_power: float = 0.9, d_l4: bool = True, d_conv_dim: int = 64, logits_scale: float = 1.0,
                  d_order: str | None = None, d_lr_schedule: str | None = None,
-                 s_tap: str = "logits", t_tap: str = "logits") -> None:
+                 s_tap: str = "logits", t_tap: str = "logits", generator: torch.Generator | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"skd_holistic: unknown variant {variant!r}; choose from {VARIANTS}")
@@ -146,7 +146,7 @@ class SKDHolistic(KDMethod):
         self.d_lr_schedule = d_lr_schedule or _DEFAULT_SCHEDULE[variant]
         check_choice(self.d_order, ORDERS, "d_order", "skd_holistic")
         check_choice(self.d_lr_schedule, SCHEDULES, "d_lr_schedule", "skd_holistic")
-        self.generator: torch.Generator | None = None  # for the GP's alpha; settable by tests/checkers
+        self.generator = generator  # the GP's alpha RNG (None = global); also settable later
 
         disc = SAGANDiscriminator(cs, conv_dim=d_conv_dim, with_l4=d_l4)
         kind = d_optimizer or _DEFAULT_OPTIMIZER[variant]
