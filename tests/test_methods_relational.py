@@ -158,6 +158,12 @@ def test_cirkd_memory_matches_independent_reference_and_randperm_order():
     again = C.memory_contrast_loss(s_emb, t_emb, labels, *[b.clone() for b in banks], 7, 4,
                                    generator=torch.Generator().manual_seed(11))
     assert torch.equal(again[0], pix)
+    # contrast sizes above the bank sizes take the whole (permuted) bank, as the authors' slice does
+    big = C.memory_contrast_loss(s_emb, t_emb, labels, *[b.clone() for b in banks], 50, 12,
+                                 generator=torch.Generator().manual_seed(11))
+    (rp, rr), _ = _memory_reference(s_emb, t_emb, labels, banks, 50, 12, seed=11)
+    torch.testing.assert_close(big[0], rp, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(big[1], rr, rtol=1e-5, atol=1e-7)
 
 
 def test_cirkd_memory_no_valid_anchor_is_finite_zero():
@@ -179,6 +185,11 @@ def test_cirkd_module_state_and_sizes():
     for k in ("teacher_pixel_queue", "teacher_segment_queue", "pixel_queue_ptr", "segment_queue_ptr"):
         assert k in sd
     torch.testing.assert_close(m.teacher_pixel_queue.norm(dim=-1), torch.ones(5, 1000))
+    small = build_method("cirkd", {"decoder": TapInfo(6, 8)}, {"decoder": TapInfo(4, 8)}, SPEC,
+                         pixel_memory_size=64, region_memory_size=16)   # banks below the contrast sizes: the
+    out = small({"decoder": torch.randn(2, 6, 4, 4)}, {"decoder": torch.randn(2, 4, 4, 4)},  # whole bank
+                {"mask": torch.randint(0, 5, (2, 32, 32))})
+    assert torch.isfinite(out["kd/cirkd_pixel_memory"]) and torch.isfinite(out["kd/cirkd_region_memory"])
     full = build_method("cirkd", {"decoder": TapInfo(6, 8)}, {"decoder": TapInfo(4, 8)}, SPEC)
     assert tuple(full.teacher_pixel_queue.shape) == (5, 20000, 4)
     assert tuple(full.teacher_segment_queue.shape) == (5, 2000, 4)
@@ -356,6 +367,8 @@ def test_skd_holistic_module_step_and_state():
     assert m2.d_optimizer.state_dict()["state"]
     m.double()
     assert m.discriminator.l1[0].weight_bar.dtype == torch.float64
+    res = m.after_student_step({"logits": s.detach().double()}, {"logits": t.double()}, {})   # float64 checks run
+    assert np.isfinite(res["kd/skd_holistic_d"]) and m.discriminator.l1[0].weight_bar.dtype == torch.float64
     hinge = build_method("skd_holistic", info, info, SPEC, variant="hinge", d_conv_dim=8)
     assert hinge.weight == 0.001 and hinge.d_optimizer_kind == "adam" and hinge.discriminator.with_l4
     hinge.set_progress(5, 10)

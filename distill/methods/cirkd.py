@@ -28,6 +28,9 @@ positions 0..n_c-1 of the image, not class-c pixels); ``"class"`` takes class-c 
 
 The Hinton logit KD term that train_cirkd.py also uses is the separate ``kd`` method.
 Spatial sizes: the teacher tap is bilinearly resized to the student's size when they differ.
+
+Deviation: a batch without a single non-ignored pixel gives memory terms of 0 (times the mean of
+all student embeddings, to keep the graph); the authors' ``0 * mean`` over the empty anchor set is NaN.
 """
 from __future__ import annotations
 
@@ -231,9 +234,7 @@ class CIRKD(KDMethod):
         n_cls = spec.num_classes
         self.pixel_contrast_size = pixel_contrast_total // n_cls + 1
         self.region_contrast_size = region_contrast_total // n_cls + 1
-        if self.use_memory:
-            if self.pixel_contrast_size > pixel_memory_size or self.region_contrast_size > region_memory_size:
-                raise ValueError("cirkd: contrast sizes exceed the bank sizes")
+        if self.use_memory:  # a contrast size above its bank takes the whole bank, as the authors' slice does
             self.project_head = nn.Sequential(
                 nn.Conv2d(cs, ct, 1, bias=False), nn.BatchNorm2d(ct), nn.ReLU(True), nn.Conv2d(ct, ct, 1, bias=False))
             self.register_buffer("teacher_segment_queue", l2_normalized_randn(n_cls, region_memory_size, ct))

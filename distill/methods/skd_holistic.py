@@ -188,11 +188,12 @@ class SKDHolistic(KDMethod):
 
     def after_student_step(self, s_taps: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor],
                            batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One D update on detached logits, in float32 outside autocast."""
+        """One D update on detached logits, in D's dtype (float32 under AMP) outside autocast."""
         device_type = s_taps[self.s_tap].device.type
+        d_dtype = next(self.discriminator.parameters()).dtype
         with torch.autocast(device_type=device_type, enabled=False):
-            s = scale_logits(s_taps[self.s_tap].detach().float(), self.logits_scale)
-            t = scale_logits(t_taps[self.t_tap].detach().float(), self.logits_scale)
+            s = scale_logits(s_taps[self.s_tap].detach().to(d_dtype), self.logits_scale)
+            t = scale_logits(t_taps[self.t_tap].detach().to(d_dtype), self.logits_scale)
             opt = self.d_optimizer
             for group in opt.param_groups:
                 group["lr"] = self.d_lr_now()
