@@ -8,7 +8,9 @@ Uses the embedded-default recipes (synthetic scenes, 96x256 input) on the benchm
 label teacher once per student family, then every (student, method, seed) run trains for the same
 number of steps and is scored on the test split (F1 with the CULane protocol, mIoU over the lane
 classes). Prints a Markdown table (mean ± std over seeds, gain over the baseline, step time
-relative to the baseline) and writes ``<out>/kd_table.json`` and ``<out>/kd_table.md``.
+relative to the baseline) and writes ``<out>/kd_table.json`` and ``<out>/kd_table.md``. The step
+times are measured side by side in this process after training (``step_ratios``), not read from the
+runs' logs, which record whatever else shared the machine at the time.
 
 Finished runs are reused, so the table can be built up over sessions. ``--jobs N`` trains the runs
 in N processes side by side, the methods shared out by cost (on a 2-core CPU, two single-threaded
@@ -86,10 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_dir = out / student / method / f"seed{seed}"
                 if args.report_only and not finished(run_dir, args.steps):
                     continue
-                methods = json.loads(json.dumps(RUNS[method]).replace("{label_teacher}", str(label_teacher)))
-                extra = [f"seed={seed}", f"methods={json.dumps(methods)}"]
-                if any(m["name"] not in ("sad", "lgad") for m in methods):
-                    extra.append(f"teacher={{checkpoint: {teacher}}}")
+                extra = [f"seed={seed}", *run_overrides(method, teacher, label_teacher)]
                 ckpt = train_recipe(recipe, run_dir, data, extra, steps=args.steps)
                 scores = evaluate_checkpoint(str(ckpt), "culane", str(data), "test", max_images=args.eval_images)
                 row = {"student": student, "method": method, "seed": seed, **scores,
@@ -97,7 +96,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["rows"].append(row)
                 print(f"{student:<7} {method:<12} seed {seed}: F1 {100 * scores['f1']:.1f}  "
                       f"mIoU {100 * scores['miou']:.1f}  {row['sec_per_step']:.2f} s/step", flush=True)
+        done = [m for m in args.methods if any(r["student"] == student and r["method"] == m for r in results["rows"])]
+        if args.timing_rounds and "baseline" in done:
+            results.setdefault("step_ratio", {})[student] = step_ratios(
+                recipe, done, teacher, label_teacher, data, out / "timing", args.timing_rounds)
     return results
+
+
+def run_overrides(method: str, teacher: Path, label_teacher: Path | None) -> list[str]:
+    """The config overrides that turn a student recipe into the run of ``method``."""
+    methods = json.loads(json.dumps(RUNS[method]).replace("{label_teacher}", str(label_teacher)))
+    extra = [f"methods={json.dumps(methods)}"]
+    if any(m["name"] not in ("sad", "lgad") for m in methods):
+        extra.append(f"teacher={{checkpoint: {teacher}}}")
+    return extra
+
+
+def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: Path | None, data: Path,
+                scratch: Path, rounds: int, overrides: list[str] = ()) -> dict[str, float]:
+    """Seconds per training step of each method over the baseline's, timed side by side here.
+
+    Every method's Trainer is built on the same batch; ``rounds`` rounds then time one step of each in
+    turn (so a change in the machine's load hits all of them alike), after one untimed warm-up round;
+    the median per method over the baseline's. Every method is timed switched on (at the run's last
+    step), so SAD's and the ``start`` variants' ratio is their cost once on, not averaged over the run.
+    """
+    import time
+
+    from distill.config import load_config
+    from distill.train import Trainer
+    from distill.train_config import TrainConfig
+    from benchmarks._runs import RECIPES
+
+    trainers = {}
+    for m in methods:
+        sets = [f"out={scratch / m}", f"data.root={data}", "data.num_workers=0", "resume=never",
+                *run_overrides(m, teacher, label_teacher), *overrides]
+        trainer = Trainer(load_config(TrainConfig, RECIPES / recipe, sets), quiet=True)
+        trainer.step = trainer.cfg.steps - 1
+        trainers[m] = trainer
+    batch = next(iter(trainers[methods[0]].loader))
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(rounds + 1):
+        for m, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.train_step(batch)
+            if r:
+                times[m].append(time.perf_counter() - t0)
+    base = statistics.median(times["baseline"])
+    return {m: statistics.median(v) / base for m, v in times.items()}
 
 
 def summarise(results: dict[str, Any]) -> str:
@@ -112,6 +159,9 @@ def summarise(results: dict[str, Any]) -> str:
             return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
 
         def step(method: str) -> float:
+            timed = results.get("step_ratio", {}).get(student, {})
+            if method in timed:
+                return timed[method]
             return statistics.mean(r["sec_per_step"] for r in rows if r["student"] == student and r["method"] == method)
 
         has_base = any(r["student"] == student and r["method"] == "baseline" for r in rows)
@@ -158,7 +208,7 @@ def run_parallel(args: argparse.Namespace) -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     common = ["--out", args.out, "--data", args.data, "--students", *args.students, "--seeds", *map(str, args.seeds),
               "--steps", str(args.steps), "--teacher-steps", str(args.teacher_steps),
-              "--eval-images", str(args.eval_images)]
+              "--eval-images", str(args.eval_images), "--timing-rounds", "0"]  # timed here, afterwards
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.kd_table", *common, "--methods", *group],
                               env=env) for group in shards(args.methods, args.jobs)]
@@ -180,6 +230,9 @@ def main() -> None:
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
     ap.add_argument("--report-only", action="store_true", help="score the runs that finished; train nothing")
+    ap.add_argument("--timing-rounds", type=int, default=5,
+                    help="step time vs baseline: rounds of one step per method side by side in one process "
+                         "(0 = the runs' logged step times instead)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="train in this many processes side by side (CPU: 2 on 2 cores gives 1.6x the runs/hour)")
     args = ap.parse_args()

@@ -52,3 +52,19 @@ def test_jobs_share_the_methods_out_by_cost():
     assert max(loads) - min(loads) <= max(COST.values())
     assert shards(["kd"], 4) == [["kd"]]
     assert cost("kd@start0.4") == pytest.approx(0.4 + 0.6 * COST["kd"]) and cost("skd-x") == COST["skd"]
+
+
+def test_step_ratios_time_every_method_side_by_side(synth_root, tmp_path):
+    """The KD table's step-time column: real Trainer steps, baseline 1.0, a method with work more."""
+    import torch
+
+    from benchmarks._runs import train_recipe
+    from benchmarks.kd_table import step_ratios
+
+    torch.set_num_threads(1)
+    small = ["data.crop_top=0", "data.input_size=[128, 256]", "data.batch_size=2"]  # D needs 64 px
+    teacher = train_recipe("synthetic_teacher.yaml", tmp_path / "t", synth_root, [*small, "data.num_workers=0"], steps=1)
+    ratios = step_ratios("synthetic_enet.yaml", ["baseline", "skd"], teacher, None, synth_root, tmp_path / "timing",
+                         rounds=2, overrides=small)
+    assert ratios["baseline"] == 1.0
+    assert ratios["skd"] > 1.0          # a teacher forward and a discriminator step on top of the same step
