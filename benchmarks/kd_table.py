@@ -25,11 +25,15 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._runs import DATA, ensure_data, finished, sec_per_step, train_recipe, write_outputs
+from benchmarks._runs import DATA, RECIPES, ensure_data, finished, sec_per_step, train_recipe, write_outputs
 from distill.checkpoint import load_checkpoint
+from distill.config import load_config
+from distill.train import Trainer
+from distill.train_config import TrainConfig
 from distill.validate import evaluate_checkpoint
 
 # name -> methods list ({"name": ..., kwargs}); "{label_teacher}" is filled in per student family.
@@ -121,13 +125,6 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
     the median per method over the baseline's. Every method is timed switched on (at the run's last
     step), so SAD's and the ``start`` variants' ratio is their cost once on, not averaged over the run.
     """
-    import time
-
-    from distill.config import load_config
-    from distill.train import Trainer
-    from distill.train_config import TrainConfig
-    from benchmarks._runs import RECIPES
-
     trainers = {}
     for m in methods:
         sets = [f"out={scratch / m}", f"data.root={data}", "data.num_workers=0", "resume=never",
