@@ -121,7 +121,8 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
     """Seconds per training step of each method over the baseline's, timed side by side here.
 
     Every method's Trainer is built on the same batch; ``rounds`` rounds then time one step of each in
-    turn (so a change in the machine's load hits all of them alike), after one untimed warm-up round;
+    turn (so a change in the machine's load hits all of them alike; each round starts one method
+    later, so none is always first after the heaviest), after one untimed warm-up round;
     the median per method over the baseline's. Every method is timed switched on (at the run's last
     step), so SAD's and the ``start`` variants' ratio is their cost once on, not averaged over the run.
     """
@@ -135,9 +136,9 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
     batch = next(iter(trainers[methods[0]].loader))
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(rounds + 1):
-        for m, trainer in trainers.items():
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:  # no method always goes first
             t0 = time.perf_counter()
-            trainer.train_step(batch)
+            trainers[m].train_step(batch)
             if r:
                 times[m].append(time.perf_counter() - t0)
     base = statistics.median(times["baseline"])
