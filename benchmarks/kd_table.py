@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks._runs import DATA, RECIPES, ensure_data, finished, sec_per_step, train_recipe, write_outputs
 from distill.checkpoint import load_checkpoint
 from distill.config import load_config
@@ -134,11 +136,14 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
         trainer.step = trainer.cfg.steps - 1
         trainers[m] = trainer
     batch = next(iter(trainers[methods[0]].loader))
+    sync = torch.cuda.synchronize if trainers[methods[0]].device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(rounds + 1):
         for m in methods[r % len(methods):] + methods[:r % len(methods)]:  # no method always goes first
+            sync()
             t0 = time.perf_counter()
             trainers[m].train_step(batch)
+            sync()                          # CUDA steps are asynchronous: time their end, not their launch
             if r:
                 times[m].append(time.perf_counter() - t0)
     base = statistics.median(times["baseline"])
