@@ -183,13 +183,15 @@ def summarise(results: dict[str, Any]) -> str:
 
 # Relative step cost of each method on a CPU (measured), to share the runs out evenly over --jobs.
 COST = {"baseline": 1.0, "kd": 1.14, "fitnet": 1.15, "at": 1.42, "sad": 0.88, "cwd": 1.09, "ifvd": 1.26,
-        "dsd": 1.12, "skd": 2.23, "skd_per_image": 2.64, "cirkd+kd": 3.04, "intra_kd+kd": 1.36, "lgad": 1.11}
+        "dsd": 1.12, "skd": 2.23, "skd_per_image": 2.64, "cirkd+kd": 3.04, "intra_kd+kd": 1.36, "lgad": 1.11,
+        "skd_per_image-holistic": 1.23, "intra_kd": 1.70}
 
 
 def cost(method: str) -> float:
-    """``COST``; a variant costs as its method, a started one as the baseline until it starts."""
+    """``COST``; an unlisted ``name-suffix`` variant costs as ``name``, a started one as the baseline
+    until it starts."""
     base, _, start = method.partition("@start")
-    c, on_from = COST.get(base.partition("-")[0], 1.5), float(start or 0)
+    c, on_from = COST.get(base, COST.get(base.partition("-")[0], 1.5)), float(start or 0)
     return on_from + (1 - on_from) * c
 
 

@@ -52,6 +52,8 @@ def test_jobs_share_the_methods_out_by_cost():
     assert max(loads) - min(loads) <= max(COST.values())
     assert shards(["kd"], 4) == [["kd"]]
     assert cost("kd@start0.4") == pytest.approx(0.4 + 0.6 * COST["kd"]) and cost("skd-x") == COST["skd"]
+    assert cost("skd_per_image-holistic") == COST["skd_per_image-holistic"] < COST["skd_per_image"]
+    assert all(cost(m) == COST[m] for m in RUNS if m in COST)     # a measured variant is not a guess
 
 
 def test_step_ratios_time_every_method_side_by_side(synth_root, tmp_path):

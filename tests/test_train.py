@@ -143,6 +143,28 @@ def test_a_method_with_start_is_off_until_that_fraction_of_the_run(synth_root, t
                      methods=[{"name": "kd", "start": 1.0}]), quiet=True)
 
 
+def test_the_start_up_check_runs_a_method_that_has_not_started_yet(synth_root, tmp_path, monkeypatch):
+    """A method switched on late in the run still fails at start-up, not hours in."""
+    from distill.methods.kd import KD
+
+    train(_cfg(synth_root, tmp_path / "t", steps=1), quiet=True)
+    teacher = {"checkpoint": str(tmp_path / "t" / "last.pt")}
+    calls: list[bool] = []
+    real_forward = KD.forward
+
+    def broken_when_active(self, s_taps, t_taps, batch):
+        calls.append(self.active)
+        terms = real_forward(self, s_taps, t_taps, batch)
+        return {k: v * float("nan") for k, v in terms.items()}
+
+    monkeypatch.setattr(KD, "forward", broken_when_active)
+    trainer = Trainer(_cfg(synth_root, tmp_path / "kd", steps=4, teacher=teacher,
+                           methods=[{"name": "cwd"}, {"name": "kd", "start": 0.75}]), quiet=True)
+    with pytest.raises(RuntimeError, match=r"start-up check: non-finite loss terms \['kd/kd'\]"):
+        trainer.run()
+    assert calls == [True] and trainer.step == 0
+
+
 def test_bad_inputs_fail_clearly(synth_root, tmp_path):
     with pytest.raises(KeyError, match="valid names"):
         Trainer(_cfg(synth_root, tmp_path / "x", model={"name": "erfnet_typo"}), quiet=True)
