@@ -152,12 +152,12 @@ def test_the_start_up_check_runs_a_method_that_has_not_started_yet(synth_root, t
     calls: list[bool] = []
     real_forward = KD.forward
 
-    def broken_when_active(self, s_taps, t_taps, batch):
+    def nan_terms(self, s_taps, t_taps, batch):   # every call, whether started or not
         calls.append(self.active)
         terms = real_forward(self, s_taps, t_taps, batch)
         return {k: v * float("nan") for k, v in terms.items()}
 
-    monkeypatch.setattr(KD, "forward", broken_when_active)
+    monkeypatch.setattr(KD, "forward", nan_terms)
     trainer = Trainer(_cfg(synth_root, tmp_path / "kd", steps=4, teacher=teacher,
                            methods=[{"name": "cwd"}, {"name": "kd", "start": 0.75}]), quiet=True)
     with pytest.raises(RuntimeError, match=r"start-up check: non-finite loss terms \['kd/kd'\]"):
