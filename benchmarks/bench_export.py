@@ -59,9 +59,10 @@ def _time(fn, feeds, warmup: int, iters: int) -> float:
 def bench_model(ckpt: Path, work: Path, args: argparse.Namespace) -> dict:
     import torch
 
+    from export.artifacts import read_meta
     from export.onnx import export_onnx
     from export.quantize import quantize_int8
-    from export.verify import OrtRunner, TorchRunner, compare, model_inputs, read_meta, synthetic_frames
+    from export.verify import OrtRunner, TorchRunner, compare, model_inputs, synthetic_frames
 
     fp32 = export_onnx(ckpt, work / f"{ckpt.stem}.onnx", verify_frames=2)
     meta = read_meta(fp32)

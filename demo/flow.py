@@ -106,10 +106,14 @@ def export(s: DemoSettings, ckpt: Path, root: Path) -> tuple[dict[str, Path], di
     except ImportError:
         print("  TensorRT is not installed here: no engine built (pip install .[gpu] on a GPU machine)")
     else:
+        from export.quantize import quantize_fp16
         from export.tensorrt import build_engine
-        engine = out / "student_fp16.engine"
+
+        fp16, engine = out / "student_fp16.onnx", out / "student_fp16.engine"
+        if not fp16.is_file():
+            quantize_fp16(fp32, fp16, quiet=False)       # TensorRT 10/11 take the precision from the ONNX
         if not engine.is_file():
-            build_engine(fp32, engine, precision="fp16")
+            build_engine(fp16, engine)
         models["trt_fp16"] = engine
     scores = {name: task_scores(path, root, "test") for name, path in models.items()}
     for name, sc in scores.items():

@@ -18,7 +18,7 @@ def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         from distill.checkpoint import CheckpointError
-        from export.onnx import ExportError
+        from export.artifacts import ExportError
         from export.tensorrt import TensorRTError
         from runtime.metadata import MetadataError
 
@@ -45,10 +45,10 @@ def _print_written(path: Path) -> int:
 
 @_clean
 def run_onnx(args: argparse.Namespace) -> int:
-    print(f"export onnx: {args.checkpoint} -> {args.out} (opset {args.opset}, dynamic batch {not args.static_batch}, "
+    print(f"export onnx: {args.checkpoint} -> {args.out} (opset {args.opset}, dynamic batch {args.dynamic_batch}, "
           f"dynamic hw {args.dynamic_hw}, fused pre {args.fused_pre}, fused post {args.fused_post})")
     frames = None if args.frames == "synthetic" else _frames(args.frames)
-    out = convert("onnx", args.checkpoint, args.out, opset=args.opset, dynamic_batch=not args.static_batch,
+    out = convert("onnx", args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
                   dynamic_hw=args.dynamic_hw, fused_pre=args.fused_pre, fused_post=args.fused_post,
                   verify_frames=args.verify_frames, frames=frames)
     return _print_written(out)
@@ -56,13 +56,15 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 @_clean
 def run_quantize(args: argparse.Namespace) -> int:
-    print(f"export quantize: {args.model} -> {args.out} ({args.precision})")
+    target = f", target {args.target}" if args.precision == "int8" else ""
+    print(f"export quantize: {args.model} -> {args.out} ({args.precision}{target})")
     if args.precision == "fp16":
         frames = None if args.frames == "synthetic" else _frames(args.frames)
-        out = convert("onnx-fp16", args.model, args.out, frames=frames, verify_frames=args.verify_frames)
+        out = convert("onnx-fp16", args.model, args.out, frames=frames, verify_frames=args.verify_frames,
+                      fp16_io=args.fp16_io)
     else:
         out = convert("onnx-int8", args.model, args.out, frames=_frames(args.frames), method=args.method,
-                      per_channel=not args.per_tensor, reduce_range=args.reduce_range,
+                      target=args.target, per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                       activation_type=args.activation_type, exclude_ops=tuple(args.exclude_ops),
                       calib_frames=args.calib_frames, verify_frames=args.verify_frames)
     from export.quantize import quantization_summary
@@ -86,17 +88,16 @@ def _shapes(items: list[str] | None) -> dict[str, list[int]] | None:
 
 @_clean
 def run_trt(args: argparse.Namespace) -> int:
-    print(f"export trt: {args.model} -> {args.out} ({args.precision}, workspace {args.workspace_gb} GiB)")
-    out = convert("tensorrt", args.model, args.out, precision=args.precision, calib_frames=_frames(args.calib),
-                  calib_cache=args.calib_cache, min_shapes=_shapes(args.min_shape), opt_shapes=_shapes(args.opt_shape),
-                  max_shapes=_shapes(args.max_shape), workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
-                  dla_core=args.dla_core)
+    print(f"export trt: {args.model} -> {args.out} (precision from the ONNX, workspace {args.workspace_gb} GiB)")
+    out = convert("tensorrt", args.model, args.out, precision=args.precision, min_shapes=_shapes(args.min_shape),
+                  opt_shapes=_shapes(args.opt_shape), max_shapes=_shapes(args.max_shape),
+                  workspace_gb=args.workspace_gb, timing_cache=args.timing_cache, dla_core=args.dla_core)
     return _print_written(out)
 
 
 @_clean
 def run_verify(args: argparse.Namespace) -> int:
-    from export.verify import verify
+    from export.parity import verify
 
     frames = None if args.frames == "synthetic" else _frames(args.frames)
     rep = verify(args.a, args.b, frames=frames, k=args.k, json_out=args.json)
@@ -115,7 +116,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="lanekd checkpoint (.pt)")
     p.add_argument("out", help="output .onnx (its folder must exist)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or 18)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch to 1 instead of a dynamic batch")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="a dynamic batch dim instead of the static 1xCxHxW a video runtime feeds")
     p.add_argument("--dynamic-hw", action="store_true", help="dynamic input height/width")
     p.add_argument("--fused-pre", action="store_true", help="uint8 BGR NHWC input; the graph normalises")
     p.add_argument("--fused-post", action="store_true", help="output per-row lane peaks (or a class map)")
@@ -123,34 +125,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-frames", type=int, default=8, help="frames compared against PyTorch")
     p.set_defaults(func=run_onnx)
 
-    p = subparsers.add_parser("quantize", help="FP32 ONNX -> FP16 or INT8 (QDQ) ONNX", formatter_class=FMT)
+    p = subparsers.add_parser("quantize", help="FP32 ONNX -> FP16 or INT8 (Q/DQ) ONNX: the precision lives here",
+                              formatter_class=FMT)
     p.add_argument("model", help="FP32 .onnx with its model.json")
     p.add_argument("out", help="output .onnx")
     p.add_argument("--precision", choices=("fp16", "int8"), default="int8")
+    p.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu",
+                   help="INT8 rules: cpu = ONNX Runtime's defaults (uint8 activations); tensorrt = symmetric int8 "
+                        "Q/DQ that TensorRT 10 and 11 build from")
     p.add_argument("--frames", default=None,
                    help="calibration frames (INT8: required; folder, video or 'synthetic'); FP16: check frames")
+    p.add_argument("--fp16-io", action="store_true", help="FP16: float16 inputs/outputs too (default float32)")
     p.add_argument("--method", choices=("entropy", "minmax", "percentile"), default="entropy")
-    p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
-    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (older x86 without VNNI)")
-    p.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8")
+    p.add_argument("--per-tensor", action="store_true", help="cpu target: per-tensor instead of per-channel weights")
+    p.add_argument("--reduce-range", action="store_true", help="cpu target: 7-bit weights (older x86 without VNNI)")
+    p.add_argument("--activation-type", choices=("uint8", "int8"), default=None,
+                   help="cpu target: activation type (default uint8; tensorrt always int8)")
     p.add_argument("--exclude-ops", nargs="*", default=[], help="op types kept in FP32, e.g. Resize ConvTranspose")
     p.add_argument("--calib-frames", type=int, default=32)
     p.add_argument("--verify-frames", type=int, default=4)
     p.set_defaults(func=run_quantize)
 
-    p = subparsers.add_parser("trt", help="ONNX -> TensorRT engine (needs a GPU and TensorRT 10)",
+    p = subparsers.add_parser("trt", help="precision-explicit ONNX -> strongly typed TensorRT engine (10.x and 11.x)",
                               formatter_class=FMT)
-    p.add_argument("model", help=".onnx with its model.json (a QDQ model for explicit INT8)")
+    p.add_argument("model", help=".onnx with its model.json: FP32, FP16 (quantize --precision fp16) or INT8 Q/DQ "
+                                 "(quantize --precision int8 --target tensorrt)")
     p.add_argument("out", help="output .engine or .plan")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
-    p.add_argument("--calib", default=None, help="implicit INT8: calibration frames (folder, video, 'synthetic')")
-    p.add_argument("--calib-cache", default=None, help="implicit INT8: calibration cache file (read/written)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="optional check: refuse unless the ONNX already is this precision")
     p.add_argument("--min-shape", nargs="*", help="NAME:1x3x288x800 per dynamic input")
     p.add_argument("--opt-shape", nargs="*", help="NAME:1x3x288x800")
     p.add_argument("--max-shape", nargs="*", help="NAME:8x3x288x800")
     p.add_argument("--workspace-gb", type=float, default=2.0)
     p.add_argument("--timing-cache", default=None, help="timing cache file (read if present, then written)")
-    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core with GPU fallback")
+    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core with GPU fallback (Jetson)")
     p.set_defaults(func=run_trt)
 
     p = subparsers.add_parser("verify", help="compare two builds of a model on real frames", formatter_class=FMT)

@@ -23,17 +23,16 @@ class Format:
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "checkpoint", False,
            ("opset", "dynamic_batch", "dynamic_hw", "fused_pre", "fused_post", "verify_frames", "frames"),
-           "FP32 ONNX, verified against PyTorch, model.json sidecar"),
-    Format("onnx-fp16", ".onnx", "onnx", False, ("frames", "verify_frames"),
-           "FP16 ONNX with FP32 inputs/outputs"),
+           "FP32 ONNX (static 1xCxHxW by default), verified against PyTorch, model.json sidecar"),
+    Format("onnx-fp16", ".onnx", "onnx", False, ("frames", "verify_frames", "fp16_io"),
+           "FP16 ONNX (onnxconverter-common), FP32 I/O unless fp16_io, Resize/Softmax kept FP32"),
     Format("onnx-int8", ".onnx", "onnx", False,
-           ("frames", "method", "per_channel", "reduce_range", "activation_type", "exclude_ops", "calib_frames",
-            "verify_frames", "verify_source"),
-           "INT8 QDQ ONNX, static, calibrated on real frames"),
+           ("frames", "method", "target", "per_channel", "reduce_range", "activation_type", "exclude_ops",
+            "calib_frames", "verify_frames", "verify_source"),
+           "INT8 Q/DQ ONNX calibrated on real frames; target cpu (ORT defaults) or tensorrt (symmetric int8)"),
     Format("tensorrt", ".engine", "onnx", True,
-           ("precision", "calib_frames", "calib_cache", "min_shapes", "opt_shapes", "max_shapes", "workspace_gb",
-            "timing_cache", "dla_core"),
-           "TensorRT 10 engine (fp32/fp16/int8), model.json sidecar"),
+           ("precision", "min_shapes", "opt_shapes", "max_shapes", "workspace_gb", "timing_cache", "dla_core"),
+           "strongly typed TensorRT 10/11 engine, precision taken from the ONNX, model.json sidecar"),
 )}
 
 
@@ -47,7 +46,7 @@ def _converters() -> dict[str, Callable[..., Path]]:
 
 def validate(fmt: str, source: str | Path, out: str | Path, options: dict[str, Any]) -> Format:
     """Check the format name, the source/output suffixes and the options; return the table row."""
-    from export.onnx import ExportError
+    from export.artifacts import ExportError
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -6,15 +6,19 @@ real frames before it gets its final name: a failed export leaves nothing behind
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from export.artifacts import ExportError, check_out, commit, staged
+from export.verify import OrtRunner, check_build, load_frames, model_inputs
 from runtime.geometry import Geometry
-from runtime.metadata import ONNX_METADATA_KEY, ModelMeta, TensorSpec, sidecar_path
+from runtime.metadata import ONNX_METADATA_KEY, ModelMeta, TensorSpec
+
+__all__ = ["ExportError", "export_onnx", "export_module", "build_meta", "embed_meta", "embedded_meta",
+           "meta_from_checkpoint"]
 
 SUPPORTED_OPSETS = (17, 18)
 INPUT_NAME = "image"
@@ -26,10 +30,6 @@ OUTPUT_MEANINGS = {
     "peak_cols": "per lane slot and sampling row: the column (input pixels) of that maximum, first max wins",
     "classes": "per-pixel arg-max class id",
 }
-
-
-class ExportError(RuntimeError):
-    """An export that cannot be done or did not verify; nothing was written."""
 
 
 def versions() -> dict[str, str]:
@@ -137,36 +137,6 @@ def embedded_meta(onnx_path: str | Path) -> ModelMeta:
     raise ExportError(f"{onnx_path}: no '{ONNX_METADATA_KEY}' entry in metadata_props")
 
 
-def _check_out(out: str | Path, suffix: str) -> Path:
-    out = Path(out)
-    if out.suffix.lower() != suffix:
-        raise ExportError(f"output must end in {suffix}: {out}")
-    if not out.parent.is_dir():
-        raise ExportError(f"output folder does not exist: {out.parent}")
-    return out
-
-
-def temp_paths(out: Path) -> tuple[Path, Path]:
-    """Hidden temporary names for a model and its sidecar in the output folder."""
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    return tmp, sidecar_path(tmp)
-
-
-def commit(tmp_model: Path, tmp_side: Path, out: Path) -> Path:
-    """Move a verified model and its sidecar to their final names."""
-    os.replace(tmp_side, sidecar_path(out))
-    os.replace(tmp_model, out)
-    return out
-
-
-def discard(*paths: Path) -> None:
-    for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def _torch_export(module: Any, example: Any, path: Path, opset: int, dynamic_batch: bool, dynamic_hw: bool,
                   output_names: Sequence[str]) -> None:
     import torch
@@ -189,11 +159,13 @@ def _torch_export(module: Any, example: Any, path: Path, opset: int, dynamic_bat
     program.save(str(path), external_data=False)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynamic_batch: bool = True,
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynamic_batch: bool = False,
                 dynamic_hw: bool = False, fused_pre: bool = False, fused_post: bool = False,
                 verify_frames: int = 8, frames: Any = None, quiet: bool = True) -> Path:
     """Export ``checkpoint`` to ``out`` (``.onnx``) with a ``model.json`` sidecar; return ``out``.
 
+    The input is a static 1x3xHxW (or 1xHxWx3 with ``fused_pre``) by default: what a dashcam
+    runtime feeds, and what TensorRT and ONNX Runtime optimise best; ``dynamic_batch`` opts in.
     ``frames`` (a list of BGR frames, an image folder or a video; None = synthetic scenes) feed the
     verification against PyTorch on ``verify_frames`` frames (0 skips it, not recommended). FP32
     must agree to 1e-4 and give the same lanes, otherwise ``ExportError`` and nothing is written.
@@ -203,7 +175,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynami
 
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS} (18 is the default)")
-    out = _check_out(out, ".onnx")
+    out = check_out(out, ".onnx")
     if dynamic_hw and fused_post:
         raise ExportError("fused post-processing samples fixed input rows, so it cannot take a dynamic H/W")
     model, ckpt = model_from_checkpoint(checkpoint)
@@ -215,28 +187,35 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynami
     module = DeployModule(model, task, fused_pre, fused_post, rows).eval()
     meta = build_meta(ckpt, geometry, module.output_names, fused_pre, fused_post, dynamic_batch, dynamic_hw,
                       source=Path(checkpoint).resolve(), sha256=file_sha256(checkpoint))
-    return export_module(module, meta, out, opset, dynamic_batch, dynamic_hw, verify_frames, frames, quiet,
+    return export_module(module, meta, out, opset, verify_frames, frames, quiet,
                          ref_name=f"torch:{Path(checkpoint).name}")
 
 
-def export_module(module: Any, meta: ModelMeta, out: str | Path, opset: int = 18, dynamic_batch: bool = True,
-                  dynamic_hw: bool = False, verify_frames: int = 8, frames: Any = None, quiet: bool = True,
-                  ref_name: str = "torch") -> Path:
-    """Export a ``DeployModule`` described by ``meta``: export, check, embed the sidecar, verify, rename."""
+def export_module(module: Any, meta: ModelMeta, out: str | Path, opset: int = 18, verify_frames: int = 8,
+                  frames: Any = None, quiet: bool = True, ref_name: str = "torch") -> Path:
+    """Export a ``DeployModule`` described by ``meta``: export, check, embed the sidecar, verify, rename.
+
+    Which input dims are dynamic is read from the sidecar's input shape (a name = dynamic), so the
+    graph and its sidecar cannot disagree.
+    """
     import onnx
     import torch
 
+    dims = meta.inputs[0].shape
+    dynamic_batch = isinstance(dims[0], str)
+    dynamic_hw = any(isinstance(d, str) for d in dims[1:])
+
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS} (18 is the default)")
-    out = _check_out(out, ".onnx")
+    out = check_out(out, ".onnx")
     geometry = meta.geometry
     meta.extra["opset"] = opset
+    batch = 2 if dynamic_batch else 1           # a traced batch of 2 keeps the exporter from fixing it to 1
     if module.fused_pre:
-        example = torch.zeros(2, geometry.in_h, geometry.in_w, 3, dtype=torch.uint8)
+        example = torch.zeros(batch, geometry.in_h, geometry.in_w, 3, dtype=torch.uint8)
     else:
-        example = torch.zeros(2, 3, geometry.in_h, geometry.in_w)
-    tmp, tmp_side = temp_paths(out)
-    try:
+        example = torch.zeros(batch, 3, geometry.in_h, geometry.in_w)
+    with staged(out) as (tmp, tmp_side):
         _torch_export(module, example, tmp, opset, dynamic_batch, dynamic_hw, module.output_names)
         proto = onnx.load(str(tmp))
         got = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
@@ -247,21 +226,14 @@ def export_module(module: Any, meta: ModelMeta, out: str | Path, opset: int = 18
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         meta.save(tmp_side)
         if verify_frames > 0:
-            from export.verify import OrtRunner, compare, load_frames, model_inputs
-
             feeds = model_inputs(meta, load_frames(frames, verify_frames))
-            ref = [_run_torch(module, f) for f in feeds]
-            runner = OrtRunner(tmp)
-            test = [runner(f) for f in feeds]
-            rep = compare(meta, ref, test, "fp32", ref_name, out.name)
+            rep = check_build(meta, lambda f: _run_torch(module, f), OrtRunner(tmp), feeds, "fp32", ref_name,
+                              out.name)
             if not quiet:
                 print(rep.table())
             if not rep.ok:
                 raise ExportError(f"{out.name} does not match PyTorch: " + "; ".join(rep.failures))
         return commit(tmp, tmp_side, out)
-    except Exception:
-        discard(tmp, tmp_side)
-        raise
 
 
 def _run_torch(module: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

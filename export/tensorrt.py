@@ -1,9 +1,20 @@
-"""ONNX -> TensorRT engine (TensorRT 10 Python API only), with ``model.json`` beside it.
+"""Precision-explicit ONNX -> strongly typed TensorRT engine, one recipe for TensorRT 10.x and 11.x.
 
-The engine file holds TensorRT's serialized bytes and nothing else. FP16 and INT8 are honoured or
-refused, never silently downgraded. INT8 prefers explicit quantisation (a QDQ model from
-``export.quantize``); implicit INT8 with an entropy calibrator and a cache file is kept for older
-stacks (e.g. Jetson). ``tensorrt`` and ``cuda-python`` are imported inside functions only.
+TensorRT 11 removed weak typing (precision builder flags, INT8 calibrators, ``platform_has_fast_*``),
+and JetPack 6 stays on TensorRT 10. So the precision is decided in the ONNX file before the build:
+
+    FP32  the verified export                        python -m export onnx best.pt m.onnx
+    FP16  float16 weights and compute                python -m export quantize m.onnx m_fp16.onnx --precision fp16
+    INT8  symmetric int8 Q/DQ (TensorRT rules)       python -m export quantize m.onnx m_int8.onnx --precision int8 \\
+                                                         --target tensorrt --frames FRAMES
+    then  python -m export trt m_xxx.onnx m_xxx.engine
+
+The network is created strongly typed (``STRONGLY_TYPED`` on 10.x; always on in 11.x), no precision
+flag is set, and each engine is verified against ONNX Runtime running the same ONNX, at every
+shape of its optimisation profile, before it gets its final name. The engine file holds
+TensorRT's bytes only; ``model.json`` beside it records what it was built for (TensorRT version,
+GPU, compute capability, CUDA runtime, precision recipe, input shapes), which the runtime checks
+before deserialising. ``tensorrt`` and ``cuda-python`` are imported inside functions only.
 """
 from __future__ import annotations
 
@@ -12,117 +23,105 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from export.artifacts import ExportError, check_out, commit, read_meta, staged
+from export.quantize import qdq_violations
+from export.verify import OrtRunner, Outputs, compare, load_frames, model_inputs
 from runtime.metadata import ModelMeta
 
 PRECISIONS = ("fp32", "fp16", "int8")
 GPU_HINT = "install the GPU extra: pip install .[gpu] (on Jetson use JetPack's TensorRT Python bindings)"
+DLA_HINT = ("DLA needs a Jetson AGX Orin: TensorRT 10.x on JetPack 6, or TensorRT 11.4.1+ on JetPack 7.2.2+; "
+            "build without --dla-core to run on the GPU")
 
 
 class TensorRTError(RuntimeError):
-    """TensorRT is missing, or could not parse or build the model."""
+    """TensorRT is missing, or could not parse, build or run the model."""
 
 
 def import_tensorrt() -> Any:
-    """``import tensorrt`` with a clear error when it is absent."""
+    """``import tensorrt`` with a clear error when it is absent or older than 10."""
     try:
         import tensorrt as trt
     except ImportError as exc:
         raise TensorRTError(f"TensorRT is not available ({exc}); {GPU_HINT}") from None
     if int(trt.__version__.split(".")[0]) < 10:
-        raise TensorRTError(f"TensorRT {trt.__version__} found; lanekd needs TensorRT >= 10")
+        raise TensorRTError(f"TensorRT {trt.__version__} found; lanekd needs TensorRT 10.x or 11.x")
     return trt
 
 
-def import_cudart() -> Any:
-    """cuda-python's runtime module (new and old import paths)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as exc:
-            raise TensorRTError(f"cuda-python is not available ({exc}); {GPU_HINT}") from None
-    return cudart
+def network_flags(trt: Any) -> int:
+    """Creation flags for a strongly typed network: the flag on 10.x, nothing on 11.x (always on)."""
+    if int(trt.__version__.split(".")[0]) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def _check(result: tuple) -> Any:
-    """Unwrap a cuda-python ``(err, *values)`` tuple, raising on an error code."""
-    err, *rest = result
-    if int(err) != 0:
-        raise TensorRTError(f"CUDA error {err}")
-    return rest[0] if len(rest) == 1 else (rest or None)
+def onnx_precision(onnx_path: Path, meta: ModelMeta) -> str:
+    """The precision a file really has: Q/DQ nodes = int8, float16 weights = fp16, else fp32.
 
-
-class DeviceBuffer:
-    """A device allocation of ``nbytes`` (cuda-python), freed on ``free()``."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.cudart = import_cudart()
-        self.nbytes = int(nbytes)
-        self.ptr = _check(self.cudart.cudaMalloc(max(1, self.nbytes)))
-
-    def upload(self, host: np.ndarray) -> None:
-        host = np.ascontiguousarray(host)
-        if host.nbytes > self.nbytes:
-            raise ValueError(f"{host.nbytes} bytes do not fit a {self.nbytes}-byte buffer")
-        _check(self.cudart.cudaMemcpy(self.ptr, host.ctypes.data, host.nbytes,
-                                      self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-
-    def download(self, host: np.ndarray) -> np.ndarray:
-        _check(self.cudart.cudaMemcpy(host.ctypes.data, self.ptr, host.nbytes,
-                                      self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
-        return host
-
-    def free(self) -> None:
-        if self.ptr:
-            _check(self.cudart.cudaFree(self.ptr))
-            self.ptr = 0
-
-
-def make_entropy_calibrator(meta: ModelMeta, frames: Sequence[np.ndarray], cache: str | Path | None) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding ``frames`` through the runtime's pre-processing.
-
-    With ``cache`` set, an existing cache file is used instead of the frames, and a new
-    calibration is written there.
+    The graph decides, and the sidecar must agree with it, so a mislabelled file is refused.
     """
-    trt = import_tensorrt()
-    from export.verify import model_inputs
+    import onnx
 
-    feeds = [next(iter(f.values())) for f in model_inputs(meta, frames)] if frames else []
-    cache_path = Path(cache) if cache else None
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-            self.i = 0
-            self.buf = DeviceBuffer(feeds[0].nbytes) if feeds else None
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.i >= len(feeds):
-                return None
-            self.buf.upload(feeds[self.i])
-            self.i += 1
-            return [int(self.buf.ptr)]
-
-        def read_calibration_cache(self) -> bytes | None:
-            if cache_path is not None and cache_path.is_file():
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache_bytes: Any) -> None:
-            if cache_path is not None:
-                cache_path.write_bytes(bytes(cache_bytes))
-
-    if not feeds and not (cache_path and cache_path.is_file()):
-        raise TensorRTError("implicit INT8 needs calibration frames or an existing calibration cache")
-    return EntropyCalibrator()
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
+        found = "int8"
+    elif any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer):
+        found = "fp16"
+    else:
+        found = "fp32"
+    if meta.precision != found:
+        raise ExportError(f"{onnx_path}: the sidecar says {meta.precision} but the graph is {found}; re-export it")
+    return found
 
 
-def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
-    network = builder.create_network(0)          # explicit batch is the only mode in TensorRT 10
+def check_precision(onnx_path: Path, meta: ModelMeta, requested: str | None) -> str:
+    """The file's precision; refuse a request it does not meet, and INT8 not made for TensorRT."""
+    found = onnx_precision(onnx_path, meta)
+    if requested is not None and requested not in PRECISIONS:
+        raise ExportError(f"unknown precision {requested!r}; expected one of {PRECISIONS}")
+    stem = onnx_path.with_suffix("")
+    if requested is not None and requested != found:
+        if requested == "fp16":
+            how = f"python -m export quantize {onnx_path} {stem}_fp16.onnx --precision fp16"
+        else:
+            how = (f"python -m export quantize {onnx_path} {stem}_int8.onnx --precision int8 --target tensorrt "
+                   f"--frames FRAMES")
+        raise ExportError(f"{onnx_path} is a {found} ONNX, asked for a {requested} engine: TensorRT 10/11 take the "
+                          f"precision from the ONNX (no builder flags); make one first with `{how}` and build from it")
+    if found == "int8":
+        target = (meta.extra.get("quantization") or {}).get("target")
+        problems = qdq_violations(onnx_path) if target != "tensorrt" else []
+        if target != "tensorrt" and problems:
+            raise ExportError(f"{onnx_path} was quantised for {target or 'another runtime'} ({problems[0]}); re-quantise "
+                              f"the FP32 model with `python -m export quantize FP32.onnx {stem}_trt.onnx "
+                              f"--precision int8 --target tensorrt --frames FRAMES`")
+    return found
+
+
+def profile_shapes(inputs: Sequence[tuple[str, Sequence[int]]], min_shapes: dict[str, Sequence[int]] | None,
+                   opt_shapes: dict[str, Sequence[int]] | None,
+                   max_shapes: dict[str, Sequence[int]] | None) -> dict[str, dict[str, list[int]]]:
+    """min/opt/max per dynamic input (default batch 1/1/8); static inputs are absent."""
+    out = {}
+    for name, shape in inputs:
+        shape = list(shape)
+        if all(d >= 0 for d in shape):
+            continue
+        fixed = lambda b: [b if d < 0 and k == 0 else d for k, d in enumerate(shape)]  # noqa: E731
+        lo = list((min_shapes or {}).get(name, fixed(1)))
+        mid = list((opt_shapes or {}).get(name, fixed(1)))
+        hi = list((max_shapes or {}).get(name, fixed(8)))
+        if any(d < 0 for d in lo + mid + hi):
+            raise ExportError(f"input {name!r} has dynamic dims {shape} beyond batch; give --min/--opt/--max-shape")
+        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)) or not len(lo) == len(mid) == len(hi) == len(shape):
+            raise ExportError(f"input {name!r}: need min <= opt <= max with {len(shape)} dims, got {lo}, {mid}, {hi}")
+        out[name] = {"min": lo, "opt": mid, "max": hi}
+    return out
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -130,151 +129,124 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
     return network, parser
 
 
-def _is_qdq(network: Any, trt: Any) -> bool:
-    return any(network.get_layer(i).type in (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
-               for i in range(network.num_layers))
+def _use_dla(trt: Any, builder: Any, config: Any, dla_core: int) -> None:
+    """Put the engine on a DLA core with GPU fallback, or say why this TensorRT/device cannot."""
+    cores = getattr(builder, "num_DLA_cores", 0)
+    if not hasattr(trt.DeviceType, "DLA") or cores == 0:
+        raise TensorRTError(f"TensorRT {trt.__version__} on this device has no DLA support; {DLA_HINT}")
+    if not 0 <= dla_core < cores:
+        raise TensorRTError(f"DLA core {dla_core} requested but this device has {cores} (0..{cores - 1})")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
 
-def build_engine(onnx: str | Path, out: str | Path, precision: str = "fp32", calib_frames: Any = None,
-                 calib_cache: str | Path | None = None, min_shapes: dict[str, Sequence[int]] | None = None,
+def build_engine(onnx: str | Path, out: str | Path, precision: str | None = None,
+                 min_shapes: dict[str, Sequence[int]] | None = None,
                  opt_shapes: dict[str, Sequence[int]] | None = None,
                  max_shapes: dict[str, Sequence[int]] | None = None, workspace_gb: float = 2.0,
-                 timing_cache: str | Path | None = None, dla_core: int | None = None) -> Path:
-    """Build a TensorRT engine from an ONNX model and write ``out`` (+ ``model.json``); return ``out``.
+                 timing_cache: str | Path | None = None, dla_core: int | None = None, frames: Any = None,
+                 verify_frames: int = 4, quiet: bool = True) -> Path:
+    """Build a strongly typed engine from a precision-explicit ONNX; write ``out`` (+ ``model.json``).
 
-    Dynamic dims (e.g. batch) take ``min/opt/max_shapes`` per input name (default: batch 1/1/8).
-    ``precision="int8"`` uses the QDQ scales when the model has them (explicit quantisation),
-    otherwise an entropy calibrator over ``calib_frames`` / ``calib_cache`` (implicit INT8).
-    ``dla_core`` builds for that DLA core with GPU fallback (Jetson).
+    ``precision`` (optional) is a check: the ONNX must already be that precision. Dynamic dims take
+    ``min/opt/max_shapes`` per input name (default batch 1/1/8). ``dla_core`` builds for that DLA
+    core with GPU fallback (Jetson). The engine is verified against ONNX Runtime on ``frames``
+    (None = synthetic scenes) at each profile shape; ``verify_frames=0`` skips that.
     """
-    from export.onnx import ExportError, _check_out, discard, temp_paths
-    from export.verify import load_frames, read_meta
-
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     onnx_path = Path(onnx)
-    if not onnx_path.is_file():
-        raise ExportError(f"ONNX model not found: {onnx_path}")
     out = Path(out)
     if out.suffix.lower() not in (".engine", ".plan"):
         raise ExportError(f"engine output must end in .engine or .plan: {out}")
-    _check_out(out, out.suffix.lower())
+    if not onnx_path.is_file():
+        raise ExportError(f"ONNX model not found: {onnx_path}")
+    check_out(out, ".engine", ".plan")
     meta = read_meta(onnx_path)
+    found = check_precision(onnx_path, meta, precision)
     trt = import_tensorrt()
+    from runtime.backends.tensorrt import device_info
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, builder, logger, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-
-    qdq = _is_qdq(network, trt)
-    if precision == "fp16" or (precision == "int8" and qdq):
-        if not builder.platform_has_fast_fp16:
-            raise TensorRTError("this GPU has no fast FP16; build fp32 instead (no silent downgrade)")
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        if not builder.platform_has_fast_int8:
-            raise TensorRTError("this GPU has no fast INT8; build fp16 or fp32 instead (no silent downgrade)")
-        config.set_flag(trt.BuilderFlag.INT8)
-        if not qdq:
-            frames = load_frames(calib_frames, 64) if calib_frames is not None else []
-            config.int8_calibrator = make_entropy_calibrator(meta, frames, calib_cache)
-    elif qdq:
-        raise ExportError(f"{onnx_path} is a QDQ (INT8) model; build it with precision='int8'")
-
-    profile = builder.create_optimization_profile()
-    needs_profile = False
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        shape = list(t.shape)
-        if all(d >= 0 for d in shape):
-            continue
-        needs_profile = True
-        fixed = lambda b: [b if d < 0 and k == 0 else d for k, d in enumerate(shape)]  # noqa: E731
-        lo = list((min_shapes or {}).get(t.name, fixed(1)))
-        mid = list((opt_shapes or {}).get(t.name, fixed(1)))
-        hi = list((max_shapes or {}).get(t.name, fixed(8)))
-        if any(d < 0 for d in lo + mid + hi):
-            raise ExportError(f"input {t.name!r} has dynamic dims {shape} beyond batch; give min/opt/max shapes")
-        profile.set_shape(t.name, lo, mid, hi)
-    if needs_profile:
+    inputs = [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
+    shapes = profile_shapes(inputs, min_shapes, opt_shapes, max_shapes)
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, s in shapes.items():
+            profile.set_shape(name, s["min"], s["opt"], s["max"])
         config.add_optimization_profile(profile)
-
-    cache_obj = None
     if timing_cache is not None:
         tc = Path(timing_cache)
-        cache_obj = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
-        config.set_timing_cache(cache_obj, ignore_mismatch=False)
+        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
     if dla_core is not None:
-        if builder.num_DLA_cores <= dla_core:
-            raise TensorRTError(f"DLA core {dla_core} requested but this device has {builder.num_DLA_cores}")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        _use_dla(trt, builder, config, dla_core)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TensorRTError(f"TensorRT could not build {onnx_path} at {precision} (see the log above)")
+        raise TensorRTError(f"TensorRT could not build {onnx_path} ({found}, strongly typed; see the log above)")
     if timing_cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
 
-    meta.precision = precision
-    meta.extra["tensorrt"] = {"version": trt.__version__, "from": str(onnx_path.resolve()),
-                              "int8_mode": ("explicit-qdq" if qdq else "implicit-calibrator") if precision == "int8" else None,
-                              "dla_core": dla_core}
+    recipe = {"fp32": "fp32 ONNX", "fp16": "fp16 ONNX (onnxconverter-common)",
+              "int8": "int8 Q/DQ ONNX (quantize --target tensorrt)"}[found]
+    meta.precision = found
+    meta.extra["tensorrt"] = {"version": trt.__version__, **device_info(), "from": str(onnx_path.resolve()),
+                              "strongly_typed": True, "precision_recipe": recipe, "dla_core": dla_core,
+                              "input_shapes": shapes or {n: list(s) for n, s in inputs}}
     meta.versions["tensorrt"] = trt.__version__
-    tmp, tmp_side = temp_paths(out)
-    try:
+    with staged(out) as (tmp, tmp_side):
         tmp.write_bytes(bytes(serialized))
         meta.save(tmp_side)
-        from export.onnx import commit
-
+        if verify_frames > 0:
+            _verify_engine(tmp, onnx_path, meta, shapes, frames, verify_frames, quiet)
         return commit(tmp, tmp_side, out)
-    except Exception:
-        discard(tmp, tmp_side)
-        raise
+
+
+def _verify_engine(engine: Path, onnx_path: Path, meta: ModelMeta, shapes: dict[str, dict[str, list[int]]],
+                   frames: Any, k: int, quiet: bool) -> None:
+    """The engine against ONNX Runtime on the same ONNX, at each profile shape (batch 1 when static)."""
+    feeds = model_inputs(meta, load_frames(frames, k))
+    name = meta.inputs[0].name
+    batches = sorted({s[0] for s in shapes.get(name, {}).values()} or {1})
+    ort_run = OrtRunner(onnx_path)
+    for batch in batches:
+        batch_feeds = [{name: np.concatenate([f[name]] * batch)} for f in feeds]
+        runner = EngineRunner(engine, {name: batch_feeds[0][name].shape} if shapes else None)
+        try:
+            test = [runner(f) for f in batch_feeds]
+        finally:
+            runner.close()
+        ref = [ort_run(f) for f in batch_feeds]
+        rep = compare(meta, [_first(r) for r in ref], [_first(t) for t in test], meta.precision, onnx_path.name,
+                      f"{engine.name} (batch {batch})")
+        if not quiet:
+            print(rep.table())
+        if not rep.ok:
+            raise ExportError(f"engine disagrees with ONNX Runtime at batch {batch}: " + "; ".join(rep.failures))
+
+
+def _first(out: Outputs) -> Outputs:
+    """Sample 0 of a batch (verification compares one frame at a time)."""
+    return {n: a[:1] for n, a in out.items()}
 
 
 class EngineRunner:
-    """Run a serialized engine with the named-tensor API (``execute_async_v3``), for verification."""
+    """An engine as a verification runner: the runtime's TensorRT backend, outputs copied out."""
 
-    def __init__(self, path: str | Path) -> None:
-        trt = import_tensorrt()
-        self.cudart = import_cudart()
-        self.trt = trt
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise TensorRTError(f"{path}: not an engine this TensorRT ({trt.__version__}) can load")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if n not in self.inputs]
-        self.stream = _check(self.cudart.cudaStreamCreate())
+    def __init__(self, path: str | Path, shapes: dict[str, Sequence[int]] | None = None) -> None:
+        import_tensorrt()
+        from runtime.backends.tensorrt import TensorRTBackend
 
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        bufs = []
-        try:
-            for name in self.inputs:
-                x = np.ascontiguousarray(feeds[name])
-                self.context.set_input_shape(name, x.shape)
-                buf = DeviceBuffer(x.nbytes)
-                buf.upload(x)
-                bufs.append(buf)
-                self.context.set_tensor_address(name, int(buf.ptr))
-            outs = {}
-            for name in self.output_names:
-                shape = tuple(self.context.get_tensor_shape(name))
-                host = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
-                buf = DeviceBuffer(host.nbytes)
-                bufs.append(buf)
-                self.context.set_tensor_address(name, int(buf.ptr))
-                outs[name] = (host, buf)
-            if not self.context.execute_async_v3(self.stream):
-                raise TensorRTError("execute_async_v3 failed")
-            _check(self.cudart.cudaStreamSynchronize(self.stream))
-            return {n: b.download(h) for n, (h, b) in outs.items()}
-        finally:
-            for b in bufs:
-                b.free()
+        self.backend = TensorRTBackend(path, shapes=shapes, check_compat=False).open()
+
+    def __call__(self, feeds: Outputs) -> Outputs:
+        return {n: np.array(a, copy=True) for n, a in self.backend.infer(feeds).items()}
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,5 +1,8 @@
-"""Output parity between two builds of one model: PyTorch checkpoint, ONNX Runtime, TensorRT.
+"""Output parity between two builds of one model, whatever runs them.
 
+This module knows frames, the ONNX Runtime and PyTorch runners, and the comparison; a stage that
+produces another format (TensorRT) brings its own runner, and ``export.parity`` opens any two
+files. So the stages import in one direction: artifacts -> verify -> onnx -> quantize -> tensorrt.
 Both sides see the same real frames through the runtime's own pre-processing. Numeric parity is
 checked against a tolerance per precision (FP32 1e-4, FP16 1e-2; INT8 is judged at task level
 only), and task agreement is measured the way the task is scored: per-pixel arg-max agreement,
@@ -7,18 +10,16 @@ lane count match and lane-point deviation after the runtime's post-processing.
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from runtime.geometry import Geometry
-from runtime.metadata import ModelMeta, MetadataError, sidecar_path
+from runtime.metadata import ModelMeta
 
 Outputs = dict[str, np.ndarray]
+Runner = Callable[[Outputs], Outputs]          # one frame's feeds -> that build's outputs
 PRECISION_ORDER = ("fp32", "fp16", "int8")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -39,10 +40,6 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(max_abs=1e-2, min_argmax_agreement=0.99, min_lane_count_match=0.9, max_lane_dev=None),
     "int8": Tolerance(max_abs=None, min_argmax_agreement=0.95, min_lane_count_match=0.75, max_lane_dev=None),
 }
-
-
-class VerifyError(RuntimeError):
-    """Two builds of a model disagree beyond the tolerance of their precision."""
 
 
 # ----------------------------------------------------------------------------------------- frames
@@ -118,8 +115,11 @@ class OrtRunner:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers or ["CPUExecutionProvider"]))
         self.output_names = [o.name for o in self.session.get_outputs()]
+        half = {i.name for i in self.session.get_inputs() if i.type == "tensor(float16)"}
+        self._casts = {n: np.float16 for n in half}    # an fp16-I/O model fed float32 pre-processing
 
     def __call__(self, feeds: Outputs) -> Outputs:
+        feeds = {n: a.astype(self._casts[n]) if n in self._casts else a for n, a in feeds.items()}
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
 
@@ -144,36 +144,6 @@ class TorchRunner:
         with self._torch.inference_mode():
             outs = self.module(self._torch.from_numpy(np.ascontiguousarray(x)))
         return {n: o.numpy() for n, o in zip(self.output_names, outs)}
-
-
-def read_meta(path: str | Path) -> ModelMeta:
-    """The sidecar of an exported model (``model.json`` beside it)."""
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise MetadataError(f"{path}: no sidecar {side.name} beside it (export writes one)")
-    return ModelMeta.load(side)
-
-
-def open_runner(path: str | Path, meta: ModelMeta | None = None) -> tuple[Callable[[Outputs], Outputs], ModelMeta]:
-    """A runner for a checkpoint (needs the other side's ``meta``), ``.onnx`` or ``.engine``/``.plan``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".pt", ".pth", ".ckpt"):
-        if meta is None:
-            from export.onnx import meta_from_checkpoint
-
-            meta = meta_from_checkpoint(path)
-        return TorchRunner(path, meta), meta
-    own = read_meta(path)
-    if suffix == ".onnx":
-        return OrtRunner(path), own
-    if suffix in (".engine", ".plan"):
-        from export.tensorrt import EngineRunner
-
-        return EngineRunner(path), own
-    raise ValueError(f"{path}: unknown model type {suffix!r}; expected .pt, .onnx, .engine or .plan")
 
 
 # ------------------------------------------------------------------------------------- comparison
@@ -261,6 +231,7 @@ def compare(meta: ModelMeta, ref: Sequence[Outputs], test: Sequence[Outputs], pr
         raise ValueError(f"unknown precision {precision!r}; expected one of {list(TOLERANCES)}")
     tol = tolerance or TOLERANCES[precision]
     rep = VerifyReport(ref_name, test_name, precision, len(ref))
+    rep.failures += non_finite(ref, ref_name) + non_finite(test, test_name) + undeclared_shapes(meta, test)
     names = [n for n in ref[0] if n in test[0]]
     missing = sorted(set(ref[0]) ^ set(test[0]))
     if missing:
@@ -301,56 +272,35 @@ def compare(meta: ModelMeta, ref: Sequence[Outputs], test: Sequence[Outputs], pr
     return rep
 
 
+def non_finite(outs: Sequence[Outputs], name: str) -> list[str]:
+    """A failure line per output that holds NaN or Inf on any frame (a NaN would drop out of max)."""
+    bad = {}
+    for i, out in enumerate(outs):
+        for n, a in out.items():
+            if np.issubdtype(a.dtype, np.floating) and n not in bad and not np.isfinite(a).all():
+                bad[n] = i
+    return [f"{name}: output {n!r} is not finite (NaN/Inf) on frame {i}" for n, i in bad.items()]
+
+
+def undeclared_shapes(meta: ModelMeta, outs: Sequence[Outputs]) -> list[str]:
+    """A failure line per output whose shape disagrees with the sidecar (symbolic dims match any size)."""
+    declared = {o.name: o.shape for o in meta.outputs}
+    fails = []
+    for n, a in (outs[0].items() if outs else ()):
+        want = declared.get(n)
+        if want is None:
+            continue
+        if len(want) != a.ndim or any(isinstance(w, int) and w != g for w, g in zip(want, a.shape)):
+            fails.append(f"output {n!r} has shape {list(a.shape)}, the sidecar declares {want}")
+    return fails
+
+
+def check_build(meta: ModelMeta, ref: Runner, test: Runner, feeds: Sequence[Outputs], precision: str,
+                ref_name: str, test_name: str) -> VerifyReport:
+    """Run both builds on the same ``feeds`` and compare them at ``precision``'s tolerance."""
+    return compare(meta, [ref(f) for f in feeds], [test(f) for f in feeds], precision, ref_name, test_name)
+
+
 def lower_precision(*precisions: str) -> str:
     """The lowest of the given precisions (its tolerance applies to the pair)."""
     return max(precisions, key=lambda p: PRECISION_ORDER.index(p) if p in PRECISION_ORDER else -1)
-
-
-def verify(a: str | Path, b: str | Path, frames: str | Path | Sequence[np.ndarray] | None = None, k: int = 8,
-           json_out: str | Path | None = None, quiet: bool = False) -> VerifyReport:
-    """Compare model ``b`` against reference ``a`` (checkpoint, ``.onnx`` or ``.engine``) on ``k`` real frames.
-
-    A checkpoint side is wrapped the way the other side was exported, so pass at most one. The
-    report is printed as a table (unless ``quiet``) and written as JSON to ``json_out`` if given.
-    """
-    a, b = Path(a), Path(b)
-    ckpt = (".pt", ".pth", ".ckpt")
-    if a.suffix.lower() in ckpt and b.suffix.lower() in ckpt:
-        raise ValueError("verify compares an exported model with its source or another export; got two checkpoints")
-    if a.suffix.lower() in ckpt:
-        run_b, meta_b = open_runner(b)
-        run_a, meta_a = open_runner(a, meta_b)
-    else:
-        run_a, meta_a = open_runner(a)
-        run_b, meta_b = open_runner(b, meta_a)
-    for attr in ("fused_preprocess", "fused_postprocess", "layout", "task"):
-        if getattr(meta_a, attr) != getattr(meta_b, attr):
-            raise ValueError(f"{a.name} and {b.name} differ in {attr} ({getattr(meta_a, attr)!r} vs "
-                             f"{getattr(meta_b, attr)!r}); export both the same way to compare them")
-    meta_a = _with_geometry(meta_a, meta_b.geometry)
-    feeds = model_inputs(meta_b, load_frames(frames, k))
-    outs_a = [run_a(f) for f in feeds]
-    outs_b = [run_b(f) for f in feeds]
-    precision = lower_precision(meta_a.precision, meta_b.precision)
-    rep = compare(meta_b, outs_a, outs_b, precision, str(a), str(b))
-    if not quiet:
-        print(rep.table())
-    if json_out is not None:
-        write_json(json_out, rep.to_dict())
-    return rep
-
-
-def _with_geometry(meta: ModelMeta, geometry: Geometry) -> ModelMeta:
-    if meta.geometry != geometry:
-        raise ValueError(f"the two models take different inputs: {meta.geometry} vs {geometry}")
-    return meta
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
-    return path

@@ -17,7 +17,8 @@ from distill.data.sample import DataSpec
 from distill.models.base import SegModel, TapInfo, build_model, model_names
 from export.deploy import DeployModule, peaks_numpy
 from export.onnx import (ExportError, build_meta, embedded_meta, export_module, export_onnx, sampling_rows)
-from export.verify import OrtRunner, compare, model_inputs, verify
+from export.parity import verify
+from export.verify import OrtRunner, compare, model_inputs
 from runtime.geometry import Geometry
 from runtime.metadata import ModelMeta, sidecar_path
 from runtime.postprocess import decode_lanes, decode_lanes_from_peaks
@@ -84,27 +85,41 @@ class BumpLanes(SegModel):
         return {"logits": logits, "exist": exist}
 
 
-def bump_meta(module: DeployModule, fused_pre: bool, fused_post: bool) -> ModelMeta:
+def bump_meta(module: DeployModule, fused_pre: bool, fused_post: bool, dynamic_batch: bool = False) -> ModelMeta:
     g = Geometry(*ORIG, *SIZE)
     ckpt = {"model_name": "bumps", "spec": {"task": "lanes", "class_names": list(DataSpec.lanes(4).class_names),
                                             "lane_slots": 4}}
-    return build_meta(ckpt, g, module.output_names, fused_pre, fused_post, True, False)
+    return build_meta(ckpt, g, module.output_names, fused_pre, fused_post, dynamic_batch, False)
 
 
 # ------------------------------------------------------------------------------------------ tests
 @pytest.fixture(scope="module")
 def erfnet_onnx(tmp_path_factory) -> Path:
-    """One ERFNet lane export (opset 17) shared by the tests that only read it."""
+    """One ERFNet lane export (opset 17, dynamic batch) shared by the tests that only read it."""
     d = tmp_path_factory.mktemp("erfnet")
     ckpt = make_checkpoint(d / "m.pt", "erfnet")
-    return export_onnx(ckpt, d / "model.onnx", opset=17, frames=road_frames(2), verify_frames=2)
+    return export_onnx(ckpt, d / "model.onnx", opset=17, dynamic_batch=True, frames=road_frames(2), verify_frames=2)
+
+
+def graph_input_dims(path: Path) -> list[int | str]:
+    """The ONNX graph's own input dims (a name for a dynamic dim), not the sidecar's."""
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param if d.dim_param else d.dim_value for d in dims]
 
 
 def check_export(out: Path, name: str) -> None:
+    """Checker passes, sidecar names the model, and the default static 1x3xHxW input is what the graph has."""
     onnx.checker.check_model(onnx.load(str(out)))
     meta = ModelMeta.load(sidecar_path(out))
-    assert meta.model == name and meta.precision == "fp32" and meta.inputs[0].shape[0] == "batch"
-    # dynamic batch: two frames at once give what each gives alone
+    assert meta.model == name and meta.precision == "fp32"
+    assert meta.inputs[0].shape == [1, 3, *SIZE] and graph_input_dims(out) == [1, 3, *SIZE]
+
+
+def test_dynamic_batch_opt_in(erfnet_onnx):
+    """--dynamic-batch: the graph's batch dim is symbolic and two frames at once give what each gives alone."""
+    meta = ModelMeta.load(sidecar_path(erfnet_onnx))
+    assert meta.inputs[0].shape[0] == "batch" and isinstance(graph_input_dims(erfnet_onnx)[0], str)
+    out = erfnet_onnx
     feeds = model_inputs(meta, road_frames(2, seed=3))
     run = OrtRunner(out)
     both = run({meta.inputs[0].name: np.concatenate([f[meta.inputs[0].name] for f in feeds])})
@@ -112,8 +127,9 @@ def check_export(out: Path, name: str) -> None:
     np.testing.assert_allclose(both["probs"][1:], one["probs"], atol=1e-5)
 
 
-def test_erfnet_exports_and_matches_pytorch(erfnet_onnx):
-    check_export(erfnet_onnx, "erfnet")
+def test_erfnet_exports_static_by_default(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "m.pt", "erfnet")
+    check_export(export_onnx(ckpt, tmp_path / "m.onnx", frames=road_frames(1), verify_frames=1), "erfnet")
 
 
 @pytest.mark.slow
@@ -242,6 +258,43 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
         export_module(module, bump_meta(module, False, False), tmp_path / "m.onnx", frames=road_frames(1),
                       verify_frames=1)
     _only(tmp_path)
+
+
+class NaNLanes(BumpLanes):
+    """A model whose logits are NaN: what a diverged training run exports."""
+
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        taps = super().forward_taps(x)
+        taps["logits"] = taps["logits"] * float("nan")
+        return taps
+
+
+def test_nan_model_is_rejected_and_leaves_nothing(tmp_path):
+    module = DeployModule(NaNLanes(SIZE[1]).eval(), "lanes")
+    with pytest.raises(ExportError, match=r"'probs' is not finite"):
+        export_module(module, bump_meta(module, False, False), tmp_path / "m.onnx", frames=road_frames(1),
+                      verify_frames=1)
+    _only(tmp_path)
+
+
+def test_interrupted_export_keeps_the_previous_model_and_no_temp_files(tmp_path, monkeypatch):
+    import export.onnx as O
+
+    module = DeployModule(BumpLanes(SIZE[1]).eval(), "lanes")
+    out = export_module(module, bump_meta(module, False, False), tmp_path / "m.onnx", frames=road_frames(1),
+                        verify_frames=1)
+    before = out.read_bytes()
+    stale = tmp_path / ".m.999999999.tmp.onnx"      # a killed run's leftover (no such process)
+    stale.write_bytes(b"x")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(O, "check_build", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        export_module(module, bump_meta(module, False, False), out, frames=road_frames(1), verify_frames=1)
+    assert out.read_bytes() == before
+    _only(tmp_path, "m.onnx", "m.json")
 
 
 def test_task_scores_through_the_runtime_match_the_training_side_pipeline(tmp_path, synth_root):

@@ -13,8 +13,9 @@ from torch import nn
 
 from export.deploy import DeployModule
 from export.onnx import ExportError, embedded_meta, export_module
-from export.quantize import quantize_fp16, quantize_int8
-from export.verify import OrtRunner, model_inputs, verify
+from export.quantize import qdq_violations, quantize_fp16, quantize_int8
+from export.parity import verify
+from export.verify import OrtRunner, model_inputs
 from runtime.metadata import ModelMeta, sidecar_path
 from tests.test_export import SIZE, BumpLanes, bump_meta, road_frames
 
@@ -76,6 +77,69 @@ def test_int8_qdq_calibrated_agrees_at_task_level(fp32, tmp_path):
     assert rep.argmax_agreement >= 0.95 and rep.lane_count_match >= 0.75
     feeds = model_inputs(meta, road_frames(1, seed=14))
     assert OrtRunner(out)(feeds[0])["probs"].dtype == np.float32
+
+
+def test_fp16_io_option_gives_float16_inputs_and_outputs(fp32, tmp_path):
+    out = quantize_fp16(fp32, tmp_path / "io16.onnx", frames=road_frames(2, seed=7), verify_frames=2, fp16_io=True)
+    assert set(_io(out)) == {TensorProto.FLOAT16}
+    meta = ModelMeta.load(sidecar_path(out))
+    assert meta.inputs[0].dtype == "float16" and meta.extra["quantization"]["keep_io_types"] is False
+    assert "Softmax" in meta.extra["quantization"]["fp32_ops"]
+    softmax = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Softmax"]
+    producers = {o: n for n in onnx.load(str(out)).graph.node for o in n.output}
+    cast_in = producers[softmax[0].input[0]]          # the converter feeds the FP32 Softmax through a Cast
+    assert cast_in.op_type == "Cast" and cast_in.attribute[0].i == TensorProto.FLOAT
+
+
+def _qdq_nodes(path: Path):
+    m = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    return m, inits, [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+
+def test_int8_tensorrt_target_is_symmetric_per_channel_and_agrees(fp32, tmp_path):
+    out = quantize_int8(fp32, tmp_path / "trt_int8.onnx", road_frames(6, seed=11), method="minmax", target="tensorrt",
+                        calib_frames=6, verify_source=road_frames(3, seed=12), verify_frames=3)
+    m, inits, qdq = _qdq_nodes(out)
+    assert qdq, "no Q/DQ nodes"
+    for n in qdq:                                 # every Q/DQ: an int8 zero point that is exactly 0
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for conv in convs:                            # both Conv inputs come through a DequantizeLinear
+        w_dq, x_dq = producers[conv.input[1]], producers[conv.input[0]]
+        assert w_dq.op_type == "DequantizeLinear" and x_dq.op_type == "DequantizeLinear"
+        w = inits[w_dq.input[0]]
+        scale = inits[w_dq.input[1]]
+        assert scale.shape == (w.shape[0],)       # one scale per output channel (axis 0)
+        if len(conv.input) > 2:
+            assert conv.input[2] in inits         # the bias stays a float initializer: no int32 DQ for TensorRT
+    assert not [n for n in m.graph.node if n.op_type == "QuantizeLinear" and producers.get(n.input[0]) is not None
+                and producers[n.input[0]].op_type == "Conv"]          # no Q on Conv outputs
+    assert qdq_violations(out) == []
+    meta = ModelMeta.load(sidecar_path(out))
+    assert meta.extra["quantization"]["target"] == "tensorrt" and meta.extra["quantization"]["activation_type"] == "int8"
+    rep = verify(fp32, out, frames=road_frames(3, seed=13), k=3, quiet=True)
+    assert rep.ok and rep.argmax_agreement >= 0.95
+
+
+def test_cpu_target_keeps_uint8_activations_and_fails_the_tensorrt_rules(fp32, tmp_path):
+    out = quantize_int8(fp32, tmp_path / "cpu_int8.onnx", road_frames(4, seed=11), method="minmax", calib_frames=4,
+                        verify_source=road_frames(2, seed=12), verify_frames=2)
+    _, inits, qdq = _qdq_nodes(out)
+    assert any(inits[n.input[2]].dtype == np.uint8 for n in qdq)
+    assert ModelMeta.load(sidecar_path(out)).extra["quantization"]["target"] == "cpu"
+    assert any("zero point is not int8" in p for p in qdq_violations(out))
+
+
+def test_tensorrt_target_refuses_cpu_only_options(fp32, tmp_path):
+    for kwargs in ({"per_channel": False}, {"reduce_range": True}, {"activation_type": "uint8"}):
+        with pytest.raises(ExportError, match="apply to --target cpu only"):
+            quantize_int8(fp32, tmp_path / "t.onnx", road_frames(1), target="tensorrt", **kwargs)
+    with pytest.raises(ExportError, match="unknown INT8 target"):
+        quantize_int8(fp32, tmp_path / "t.onnx", road_frames(1), target="npu")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_int8_without_frames_is_refused(fp32, tmp_path):

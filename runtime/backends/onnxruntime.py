@@ -54,7 +54,10 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
 
 class OnnxRuntimeBackend(Backend):
     """Options: ``providers`` (list, aliases cpu/cuda/tensorrt), ``threads`` (intra-op),
-    ``inter_threads``, ``device_id``, ``trt_fp16`` and ``trt_cache`` (TensorRT provider)."""
+    ``inter_threads``, ``device_id``, ``trt_cache`` (TensorRT provider's engine cache folder).
+
+    The TensorRT provider runs the precision-explicit ONNX as it is (FP16 weights, INT8 Q/DQ):
+    its weak-typing FP16 and INT8 switches are never set."""
 
     name = "onnxruntime"
     suffixes = (".onnx",)
@@ -100,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
         provider_opts: list[dict[str, Any]] = []
         for p in self.providers:
             if p == "TensorrtExecutionProvider":
-                o: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": bool(self.options.get("trt_fp16"))}
+                o: dict[str, Any] = {"device_id": device_id}
                 if self.options.get("trt_cache"):
                     o.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(self.options["trt_cache"]))
                 provider_opts.append(o)

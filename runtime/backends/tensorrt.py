@@ -1,4 +1,8 @@
-"""TensorRT's own runtime (TensorRT 10 named-tensor API) with cuda-python buffers.
+"""TensorRT's own runtime (TensorRT 10 and 11 named-tensor API) with cuda-python buffers.
+
+Before an engine is deserialised, its sidecar says what it was built for (TensorRT version, GPU
+compute capability); an engine built for another TensorRT or another GPU generation is refused
+with one line that names both and the command to rebuild it here.
 
 One engine, one execution context, one CUDA stream. Every I/O tensor gets a device buffer and a
 pinned host buffer; a frame is: copy the input host->device, ``execute_async_v3``, copy the
@@ -16,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from runtime.backends.base import Backend, BackendError, IOSpec
+from runtime.metadata import ModelMeta, sidecar_path
 
 
 def _cudart():
@@ -37,6 +42,42 @@ def _check(result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _same_release(a: str, b: str) -> bool:
+    """TensorRT engines load only in the release that built them (major.minor.patch)."""
+    return a.split(".")[:3] == b.split(".")[:3]
+
+
+def device_info(device_id: int = 0) -> dict[str, str]:
+    """This machine's GPU name, compute capability and CUDA runtime version (cuda-python)."""
+    cudart = _cudart()
+    props = _check(cudart.cudaGetDeviceProperties(int(device_id)), "cudaGetDeviceProperties")
+    runtime_version = int(_check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return {"gpu": name.rstrip("\x00"), "compute_capability": f"{props.major}.{props.minor}",
+            "cuda_runtime": f"{runtime_version // 1000}.{runtime_version % 1000 // 10}"}
+
+
+def engine_mismatch(engine: str | Path, built: dict[str, Any], here: dict[str, str]) -> str | None:
+    """Why ``engine`` (sidecar's ``extra["tensorrt"]`` = ``built``) cannot run ``here``, or None.
+
+    ``here`` holds ``version`` (TensorRT) and ``compute_capability``. Built-for values that the
+    sidecar does not record (an engine from an older lanekd) are not checked.
+    """
+    bad = []
+    if built.get("version") and not _same_release(str(built["version"]), here["version"]):
+        bad.append("TensorRT version")
+    if built.get("compute_capability") and str(built["compute_capability"]) != here["compute_capability"]:
+        bad.append("compute capability")
+    if not bad:
+        return None
+    source = built.get("from") or "MODEL.onnx"
+    return (f"{engine}: built for TensorRT {built.get('version', '?')} on compute capability "
+            f"{built.get('compute_capability', '?')} ({built.get('gpu', 'unknown GPU')}), but this machine has "
+            f"TensorRT {here['version']} and compute capability {here['compute_capability']} "
+            f"({here.get('gpu', 'unknown GPU')}): {' and '.join(bad)} differ; rebuild the engine here with "
+            f"`python -m export trt {source} {engine}`")
 
 
 class _Buffer:
@@ -63,7 +104,8 @@ class _Buffer:
 
 
 class TensorRTBackend(Backend):
-    """Options: ``device_id`` (0), ``cuda_graph`` (False)."""
+    """Options: ``device_id`` (0), ``cuda_graph`` (False), ``shapes`` ({input name: shape} for the
+    dynamic inputs), ``check_compat`` (True: refuse an engine built for another TensorRT or GPU)."""
 
     name = "tensorrt"
     suffixes = (".engine", ".plan")
@@ -97,7 +139,13 @@ class TensorRTBackend(Backend):
         if int(trt.__version__.split(".")[0]) < 10:
             raise BackendError(f"TensorRT {trt.__version__} found; this runtime needs TensorRT 10 or newer")
         cudart = _cudart()
-        _check(cudart.cudaSetDevice(int(self.options.get("device_id", 0))), "cudaSetDevice")
+        device_id = int(self.options.get("device_id", 0))
+        _check(cudart.cudaSetDevice(device_id), "cudaSetDevice")
+        if self.options.get("check_compat", True) and sidecar_path(self.path).is_file():
+            built = ModelMeta.load(sidecar_path(self.path)).extra.get("tensorrt") or {}
+            reason = engine_mismatch(self.path, built, {"version": trt.__version__, **device_info(device_id)})
+            if reason:
+                raise BackendError(reason)
         logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(logger, "")
         self._runtime = trt.Runtime(logger)
@@ -114,9 +162,14 @@ class TensorRTBackend(Backend):
                 continue
             shape = tuple(engine.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                opt = tuple(engine.get_tensor_profile_shape(name, 0)[1])
-                shape = (1,) + opt[1:]
-                self._context.set_input_shape(name, shape)
+                wanted = (self.options.get("shapes") or {}).get(name)
+                if wanted is None:
+                    opt = tuple(engine.get_tensor_profile_shape(name, 0)[1])
+                    wanted = (1,) + opt[1:]
+                shape = tuple(int(d) for d in wanted)
+                if not self._context.set_input_shape(name, shape):
+                    raise BackendError(f"{self.path}: input {name!r} cannot take shape {shape} (outside the "
+                                       f"engine's optimisation profile)")
             self._add(name, shape, trt.nptype(engine.get_tensor_dtype(name)), is_input=True)
         for name in names:
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
