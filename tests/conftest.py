@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
-
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:

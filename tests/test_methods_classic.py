@@ -1,12 +1,10 @@
 """Classic KD methods (kd, fitnet, at, sad, cwd, ifvd, dsd, skd_pixel, skd_pair).
 
-Golden tests compare with values obtained by running the authors' code (shared/refdata);
+Golden tests compare with values obtained by running the authors' code (tests/golden);
 registry tests build each method through ``build_method`` on small fake models.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,21 +14,16 @@ from distill.data.sample import DataSpec
 from distill.methods import at, cwd, dsd, fitnet, ifvd, kd, sad, skd_pair, skd_pixel
 from distill.methods.base import build_method
 from distill.models.base import TapInfo
+from tests.helpers import load_golden
 
 torch.set_num_threads(1)
 
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 RTOL_LOSS, RTOL_GRAD = 1e-5, 1e-4
 CLASSIC = ("kd", "fitnet", "at", "sad", "cwd", "ifvd", "dsd", "skd_pixel", "skd_pair")
 
 
 def ref(name: str) -> dict[str, np.ndarray]:
-    path = REFDATA / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"reference data {path} is absent (shared/ must sit beside the clone)")
-    assert (REFDATA / f"{name}.json").exists()
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    return load_golden(name)[0]
 
 
 def leaf(a: np.ndarray) -> torch.Tensor:
@@ -443,6 +436,5 @@ def test_ifvd_needs_a_mask():
 def test_refdata_sidecars_name_the_arrays():
     for name in ("kd_logits_cirkd", "fitnet_cirkd", "at_cirkd", "sad_third_party", "cwd_official",
                  "ifvd_official", "skd_pairwise_official", "skd_pixelwise_official"):
-        d = ref(name)
-        meta = json.loads((REFDATA / f"{name}.json").read_text())
+        d, meta = load_golden(name)
         assert set(d) == set(meta["arrays"]), name

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,16 +17,14 @@ from distill.methods import skd_holistic as H
 from distill.methods._sagan import SAGANDiscriminator, SNConv2d, l2_normalize
 from distill.methods.base import build_method
 from distill.models.base import TapInfo
+from tests.helpers import load_golden
 
 torch.set_num_threads(1)
-REFDATA = Path(__file__).resolve().parents[2] / "shared" / "refdata"
 SPEC = DataSpec.lanes(4)  # 5 classes
 
 
 def _ref(name: str):
-    if not (REFDATA / f"{name}.npz").is_file():
-        pytest.skip(f"reference data {REFDATA / name}.npz is absent (shared/ must sit beside the clone)")
-    return np.load(REFDATA / f"{name}.npz"), json.loads((REFDATA / f"{name}.json").read_text())
+    return load_golden(name)
 
 
 # ----------------------------------------------------------------------------- CIRKD golden
