@@ -35,6 +35,19 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words that never suggest an unsafe load."""
+    text = str(exc)
+    if "weights only" in text.lower() or "weights_only" in text:
+        return (f"{path}: not a lanekd checkpoint: it holds Python objects beyond tensors and plain "
+                f"values, which the safe loader refuses because loading them could run code from the "
+                f"file (it may be unsafe). Use a checkpoint written by lanekd, or re-save only the "
+                f"weights (a state dict) with code you trust")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "").split(". ")[0]
+    detail = f": {first[:160]}" if len(first) >= 12 else ""
+    return f"{path}: not a readable checkpoint (truncated, corrupt or not a torch file{detail})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a lanekd checkpoint (``weights_only=True``)."""
     path = Path(path)
@@ -43,7 +56,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})".strip()) from None
+        raise CheckpointError(_load_failure(path, exc)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a lanekd checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version", 0) > VERSION:

@@ -1,12 +1,23 @@
-"""``python -m distill train|distill --config recipes/<name>.yaml [--set key=value ...]``."""
+"""``python -m distill train|distill --config recipes/<name>.yaml [--set key=value ...]``.
+
+Errors reach the user through the shared boundary in ``runtime.cli``. With
+``data.options.skip_bad: true`` the run ends (also when interrupted or failing) with a table of
+what was skipped, printed and written to ``<out>/skipped.json``.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 from distill.config import ConfigError, load_config
 from distill.train_config import TrainConfig
+
+SKIP_DIR = ".skipped"          # per-process skip logs while the run is going (see distill.data.dataset)
 
 
 def _load(args: argparse.Namespace) -> TrainConfig:
@@ -31,23 +42,88 @@ def _catch_stop_signals() -> None:
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
 
-def _run(args: argparse.Namespace, need_methods: bool) -> int:
-    from distill.checkpoint import CheckpointError
-    from distill.data.sample import DataError
-    from distill.train import NonFiniteLoss, train
+def check_device(device: str) -> None:
+    """Refuse a ``device`` torch cannot parse or that is not here, naming the config key."""
+    import torch
 
+    if device == "auto":
+        return
     try:
-        cfg = _load(args)
-        if need_methods and not cfg.methods:
-            raise ConfigError("`distill` needs a `methods:` list (and a teacher for methods that use one)")
-        print(f"training {cfg.model.name} -> {cfg.out}", file=sys.stderr)
-        _catch_stop_signals()
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device: {device!r} asked for, but torch sees no CUDA GPU here; "
+                              f"use device: cpu (or auto)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device: {device!r} asked for, but only {count} CUDA GPU(s) are visible "
+                              f"(cuda:0..cuda:{count - 1})")
+    elif dev.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError(f"device: {device!r} is not supported here; use auto, cpu or cuda[:N]")
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+class SkipLog:
+    """Collects what ``skip_bad`` readers skip, in every process of this run, under ``<out>/.skipped``."""
+
+    def __init__(self, out: Path) -> None:
+        from distill.data.dataset import SKIP_LOG_ENV
+
+        self.dir = out / SKIP_DIR
+        self.env = SKIP_LOG_ENV
+        if _is_main_rank():
+            shutil.rmtree(self.dir, ignore_errors=True)       # left by a killed run
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.environ[self.env] = str(self.dir)
+
+    def records(self) -> list[dict]:
+        rows = []
+        for f in sorted(self.dir.glob("skipped-*.jsonl")):
+            for line in f.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:       # a line cut by a killed worker
+                    pass
+        return rows
+
+    def finish(self, out: Path) -> None:
+        """Print the table and write ``<out>/skipped.json`` (main rank only); remove the logs."""
+        from distill.data.check import format_report, skip_report, write_report
+
+        os.environ.pop(self.env, None)
+        if not _is_main_rank():
+            return
+        report = skip_report(self.records(), f"skip_bad: samples skipped in {out}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if report.total:
+            print(format_report(report), file=sys.stderr)
+        else:
+            print("skip_bad: no sample was skipped", file=sys.stderr)
+        print(f"wrote {write_report(report, out / 'skipped.json')}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, need_methods: bool) -> int:
+    from distill.train import train
+
+    cfg = _load(args)
+    if need_methods and not cfg.methods:
+        raise ConfigError("`distill` needs a `methods:` list (and a teacher for methods that use one)")
+    check_device(cfg.device)
+    print(f"training {cfg.model.name} -> {cfg.out}", file=sys.stderr)
+    skips = SkipLog(Path(cfg.out)) if cfg.data.options.get("skip_bad") else None
+    _catch_stop_signals()
+    try:
         metrics = train(cfg)
-    except (ConfigError, CheckpointError, DataError, NonFiniteLoss, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:          # the Trainer saved last.pt and said so
         return 130
+    finally:
+        if skips is not None:
+            skips.finish(Path(cfg.out))
     print("final: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     print(f"wrote {cfg.out}/last.pt, {cfg.out}/best.pt, {cfg.out}/log.jsonl, {cfg.out}/curves.png, {cfg.out}/config.yaml")
     return 0

@@ -5,12 +5,48 @@ CULane ``.lines.txt`` writing lives in :mod:`runtime.lane_io`.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 import numpy as np
 
 TUSIMPLE_ABSENT = -2
+
+
+class NonFiniteError(ValueError):
+    """A record holding NaN or infinity: JSON has no such numbers, so nothing is written."""
+
+
+def _first_non_finite(obj: Any, where: str = "") -> str | None:
+    """Where the first NaN/inf sits in nested dicts/lists (``lanes.1[0][0]``), or None."""
+    if isinstance(obj, float) or isinstance(obj, np.floating):
+        return None if math.isfinite(float(obj)) else (where or "value")
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fc" and not np.all(np.isfinite(obj)):
+            idx = tuple(int(i) for i in np.argwhere(~np.isfinite(obj))[0])
+            return f"{where}{list(idx)}"
+        return None
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            found = _first_non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _first_non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def finite_json(obj: Any, what: str, **kw: Any) -> str:
+    """``json.dumps(obj)``, refusing NaN/inf with a message naming ``what`` and the field."""
+    bad = _first_non_finite(obj)
+    if bad is not None:
+        raise NonFiniteError(f"{what}: {bad} is not a finite number (NaN or infinity); refusing to write "
+                             f"invalid JSON -- the model or input produced non-finite values")
+    return json.dumps(obj, allow_nan=False, **kw)
 
 
 def lane_x_at(lane: np.ndarray, h_samples: Sequence[float], img_w: int | None = None) -> list[float]:
@@ -56,7 +92,7 @@ def tusimple_record(raw_file: str, lanes: Mapping[int, np.ndarray] | Sequence[np
 def tusimple_line(raw_file: str, lanes: Mapping[int, np.ndarray] | Sequence[np.ndarray],
                   h_samples: Sequence[float], run_time_ms: float, img_w: int | None = None) -> str:
     """:func:`tusimple_record` as one JSON line (no trailing newline)."""
-    return json.dumps(tusimple_record(raw_file, lanes, h_samples, run_time_ms, img_w))
+    return finite_json(tusimple_record(raw_file, lanes, h_samples, run_time_ms, img_w), raw_file)
 
 
 class _JsonlWriter:
@@ -69,7 +105,8 @@ class _JsonlWriter:
     def _emit(self, rec: dict) -> None:
         if self._fh is None:
             raise ValueError(f"{self.path}: writer is closed")
-        self._fh.write(json.dumps(rec) + "\n")
+        where = f"{self.path}: line {self.count + 1}" + (f" (frame {rec['frame']})" if "frame" in rec else "")
+        self._fh.write(finite_json(rec, where) + "\n")
         self.count += 1
 
     def close(self) -> None:

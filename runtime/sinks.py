@@ -5,7 +5,6 @@ processed, and every sink's ``close()`` leaves a valid file with what was writte
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from runtime.lane_writers import VideoLaneWriter
+from runtime.lane_writers import VideoLaneWriter, finite_json
 
 
 class SinkError(RuntimeError):
@@ -79,11 +78,17 @@ class LaneLogSink:
 
 
 def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (temp file then rename)."""
+    """Write ``data`` as indented JSON, atomically (temp file then rename); NaN/inf are refused
+    (``NonFiniteError`` naming the field) since JSON has no such numbers."""
     path = check_writable(path)
+    text = finite_json(data, str(path), indent=2, default=_jsonable) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -6,7 +6,10 @@ an unreadable folder or a camera that does not open fails before any frame is pr
 Files are played in full: every frame is yielded. Live sources (cameras, URLs) are read by a
 background thread into a one-slot buffer where the newest frame wins; frames that nobody took in
 time are counted as ``dropped``. Frames that cannot be decoded are skipped and counted as
-``corrupt``; ``max_corrupt`` of them in a row ends the run with a ``SourceError``.
+``corrupt``; ``max_corrupt`` of them in a row ends the run with a ``SourceError``. Image files are
+decoded with ``runtime.imagefile.decode_file``: a JPEG or PNG cut short counts as corrupt (OpenCV
+alone would return it half grey), as the dataset readers treat it; ``corrupt_files`` names the
+first few, and ``describe()`` (the run summary's ``source``) carries them.
 """
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from runtime.imagefile import decode_file
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CORRUPT_LISTED = 10          # corrupt image files named in ``describe()``
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -58,6 +64,7 @@ class Source:
         self.end_reason = ""
         self.frame_size: tuple[int, int] = (0, 0)   # (h, w) of the first frame
         self.fps = 0.0
+        self.corrupt_files: list[str] = []          # "path: why" for the first corrupt image files
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -72,8 +79,11 @@ class Source:
         self.close()
 
     def describe(self) -> dict:
-        return {"source": self.spec, "kind": self.kind, "live": self.is_live,
-                "frame_size": list(self.frame_size), "fps": self.fps}
+        out = {"source": self.spec, "kind": self.kind, "live": self.is_live,
+               "frame_size": list(self.frame_size), "fps": self.fps}
+        if self.corrupt_files:
+            out["corrupt_files"] = list(self.corrupt_files)
+        return out
 
     def _corrupt_run(self, run: int) -> None:
         if run >= self.max_corrupt:
@@ -92,23 +102,34 @@ class ImageSource(Source):
             raise SourceError(f"{spec}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         self.files = files
         self._first: np.ndarray | None = None
+        why = ""
         for f in files:                 # find the first readable image now: fail before any frame
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if _valid(img):
+            img, why = self._read(f)
+            if img is not None:
                 self._first, self._first_name = img, f
                 break
         if self._first is None:
-            raise SourceError(f"{spec}: none of the {len(files)} image files could be read")
+            raise SourceError(f"{spec}: none of the {len(files)} image files could be read "
+                              f"(last: {files[-1]}: {why})")
         self.frame_size = self._first.shape[:2]
+
+    @staticmethod
+    def _read(path: Path) -> tuple[np.ndarray | None, str]:
+        img, why = decode_file(path, cv2.IMREAD_COLOR)
+        if img is not None and not _valid(img):
+            return None, "not a 3-channel 8-bit image"
+        return img, why
 
     def __iter__(self) -> Iterator[Frame]:
         run = 0
         for i, f in enumerate(self.files):
             t0 = time.perf_counter()
-            img = self._first if f == self._first_name else cv2.imread(str(f), cv2.IMREAD_COLOR)
+            img, why = (self._first, "") if f == self._first_name else self._read(f)
             if f == self._first_name:
                 self._first = None
-            if not _valid(img):
+            if img is None:
+                if len(self.corrupt_files) < CORRUPT_LISTED:
+                    self.corrupt_files.append(f"{f}: {why}")
                 self.corrupt += 1
                 run += 1
                 self._corrupt_run(run)

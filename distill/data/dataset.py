@@ -5,9 +5,16 @@ Items are dicts: ``image`` float32 (3, H, W) normalised RGB, ``mask`` int64 (H, 
 by (seed, epoch, index): every sample draws its own augmentation, whichever DataLoader worker
 loads it, so a resumed run sees exactly the augmentations an uninterrupted one would. The global
 numpy RNG is never used; the Trainer calls ``set_epoch`` before each epoch.
+
+Samples a ``skip_bad`` reader skips are also appended, one JSON line each, to a file per process
+in the folder named by ``LANEKD_SKIP_LOG`` when it is set: DataLoader workers keep their own
+reader state, so this is how the training command learns what was skipped (see
+``distill.train_cli``).
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +27,28 @@ from distill.data.transforms import Compose, eval_transforms, train_transforms
 
 DATASET_KINDS = ("culane", "tusimple", "llamas", "apollo", "cityscapes", "synthetic_marking")
 _TRANSFORM_KEYS = ("flip", "rotate_deg", "rotate_p", "jitter", "interp")
+SKIP_LOG_ENV = "LANEKD_SKIP_LOG"
+
+
+def record_skips(reader: Any, done: int) -> int:
+    """Append ``reader.bad`` entries from number ``done`` on to this process's skip log; the new count.
+
+    Best effort: a skip log that cannot be written never stops training.
+    """
+    bad = getattr(reader, "bad", None)
+    folder = os.environ.get(SKIP_LOG_ENV)
+    if not bad or len(bad) <= done or not folder:
+        return len(bad) if bad else done
+    names = set(getattr(reader, "names", ()))
+    root = Path(getattr(reader, "root", "."))
+    rows = [{"key": key, "reason": reason, "image": str(root / key) if key in names else None}
+            for key, reason in list(bad.items())[done:]]
+    try:
+        with open(Path(folder) / f"skipped-{os.getpid()}.jsonl", "a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    except OSError:
+        pass
+    return len(bad)
 
 
 class SegDataset(Dataset):
@@ -34,6 +63,7 @@ class SegDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.epoch = 0
+        self._skips_logged = record_skips(reader, 0)     # list entries skipped while indexing
 
     @property
     def spec(self) -> DataSpec:
@@ -53,7 +83,9 @@ class SegDataset(Dataset):
     def sample(self, index: int, epoch: int | None = None) -> Sample:
         """The transformed ``Sample`` (lanes, meta with geometry): what evaluators need."""
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
-        return self.transform(self.reader[index], rng)
+        raw = self.reader[index]
+        self._skips_logged = record_skips(self.reader, self._skips_logged)
+        return self.transform(raw, rng)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.item(index, self.epoch)

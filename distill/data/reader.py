@@ -10,37 +10,23 @@ import numpy as np
 
 from distill.data.sample import DataError, DataSpec, Sample
 from runtime.geometry import Geometry
+from runtime.imagefile import decode_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def _looks_truncated(data: np.ndarray) -> str | None:
-    """Why the encoded bytes look cut short, or None. OpenCV decodes a truncated JPEG silently."""
-    head, tail = bytes(data[:8]), bytes(data[-64:])
-    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
-    return None
 
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
     """Decode an image file; raise ``DataError`` naming it when missing, truncated or undecodable.
 
     The default flag gives (H, W, 3) BGR uint8, also for grayscale files (channels replicated).
+    The truncation check is the runtime's (``runtime.imagefile``), so sources and readers agree.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
-        raise DataError(f"{path}: empty file")
-    why = _looks_truncated(data)
-    if why:
-        raise DataError(f"{path}: {why}")
-    img = cv2.imdecode(data, flags)
+    img, why = decode_file(path, flags)
     if img is None:
-        raise DataError(f"{path}: cannot decode image")
+        raise DataError(f"{path}: {why}")
     return img
 
 

@@ -8,11 +8,41 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from distill.eval import culane, llamas, miou, tusimple
+from runtime.cli import fraction, positive_int
+
+
+def _need_dir(path: str, option: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(2, "folder not found" if not p.exists() else "not a folder", f"{option} {p}")
+    return p
+
+
+def _need_file(path: str, option: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(2, "file not found" if not p.exists() else "not a file", f"{option} {p}")
+    return p
+
+
+def check_culane_predictions(pred_root: str, lists: list[Path]) -> None:
+    """Refuse when not one prediction of the listed images exists: a wrong ``--pred-root`` would
+    otherwise score as "no lanes anywhere" (F1 0) and exit 0."""
+    root = _need_dir(pred_root, "--pred-root")
+    expected = [root / culane._lines_name(n) for f in lists for n in culane.read_list(f)]
+    if expected and not any(p.is_file() for p in expected):
+        raise FileNotFoundError(f"--pred-root {root}: none of the {len(expected)} predictions the list names "
+                                f"exist (first expected: {expected[0]}); is --pred-root right?")
+
+
+def check_llamas_predictions(pred_root: str) -> None:
+    root = _need_dir(pred_root, "--pred-root")
+    if next(root.rglob("*.lines.txt"), None) is None:
+        raise FileNotFoundError(f"--pred-root {root}: no .lines.txt prediction under it; is --pred-root right?")
 
 
 def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None = None,
@@ -32,6 +62,12 @@ def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None
         need(anno_root=anno_root, pred_root=pred_root)
         if (list_file is None) == (split_dir is None):
             raise ValueError("--metric culane needs exactly one of --list and --split-dir")
+        _need_dir(anno_root, "--anno-root")
+        if split_dir is not None:
+            lists = sorted(_need_dir(split_dir, "--split-dir").glob("test*_*.txt"))
+        else:
+            lists = [_need_file(list_file, "--list")]
+        check_culane_predictions(pred_root, lists)
         size = tuple(img_size) if img_size else (590, 1640)
         if split_dir is not None:
             return culane.evaluate_culane_splits(anno_root, pred_root, split_dir, width, iou_thresholds,
@@ -40,13 +76,19 @@ def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None
                                       workers, per_image)
     if metric == "tusimple":
         need(gt=gt, pred=pred)
+        _need_file(gt, "--gt")
+        _need_file(pred, "--pred")
         return tusimple.evaluate_tusimple(pred, gt, per_image)
     if metric == "llamas":
         need(anno_root=anno_root, pred_root=pred_root)
+        _need_dir(anno_root, "--anno-root")
+        check_llamas_predictions(pred_root)
         size = tuple(img_size) if img_size else llamas.IMG_SIZE
         return llamas.evaluate_llamas(anno_root, pred_root, width, iou_thresholds[0], size, per_image)
     if metric == "miou":
         need(gt_dir=gt_dir, pred_dir=pred_dir, num_classes=num_classes)
+        _need_dir(gt_dir, "--gt-dir")
+        _need_dir(pred_dir, "--pred-dir")
         return miou.evaluate_miou_dirs(gt_dir, pred_dir, num_classes, ignore_index, class_names, per_image)
     raise ValueError(f"unknown metric {metric!r}; choose from culane, tusimple, llamas, miou")
 
@@ -69,7 +111,7 @@ def format_result(metric: str, res: dict) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     thresholds = tuple(culane.MF1_THRESHOLDS) if args.mf1 else tuple(args.iou)
-    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command") and v is not None}
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "command", "debug") and v is not None}
     print("eval settings: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
     res = evaluate(args.metric, anno_root=args.anno_root, pred_root=args.pred_root, list_file=args.list,
                    split_dir=args.split_dir, gt=args.gt, pred=args.pred, gt_dir=args.gt_dir,
@@ -79,10 +121,9 @@ def _run(args: argparse.Namespace) -> int:
                    per_image=args.per_image)
     print(format_result(args.metric, res))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"metric": args.metric, **res}, indent=2))
-        print(f"wrote {path}")
+        from runtime.sinks import write_json
+
+        print(f"wrote {write_json(args.json, {'metric': args.metric, **res})}")
     return 0
 
 
@@ -98,15 +139,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--pred", help="TuSimple prediction JSON lines")
     p.add_argument("--gt-dir", help="mIoU: ground-truth PNG class maps")
     p.add_argument("--pred-dir", help="mIoU: predicted PNG class maps (same relative paths)")
-    p.add_argument("--num-classes", type=int, help="mIoU: number of classes")
+    p.add_argument("--num-classes", type=positive_int, help="mIoU: number of classes")
     p.add_argument("--ignore-index", type=int, default=255, help="mIoU: ignored ground-truth label")
     p.add_argument("--class-names", nargs="+", help="mIoU: class names for the table")
-    p.add_argument("--width", type=int, default=30, help="lane width in px (CULane / LLAMAS)")
-    p.add_argument("--iou", type=float, nargs="+", default=[0.5], help="IoU threshold(s); TP when IoU > t")
+    p.add_argument("--width", type=positive_int, default=30, help="lane width in px (CULane / LLAMAS)")
+    p.add_argument("--iou", type=fraction, nargs="+", default=[0.5], help="IoU threshold(s); TP when IoU > t")
     p.add_argument("--mf1", action="store_true", help="CULane: thresholds 0.5:0.05:0.95 and mF1")
-    p.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"),
+    p.add_argument("--img-size", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="canvas size (default 590 1640 for CULane, 717 1276 for LLAMAS)")
-    p.add_argument("--workers", type=int, default=2, help="CULane worker processes")
+    p.add_argument("--workers", type=positive_int, default=2, help="CULane worker processes")
     p.add_argument("--per-image", action="store_true", help="add every image's counts to the JSON")
     p.add_argument("--json", help="write the result as JSON here")
     p.set_defaults(func=_run)

@@ -12,13 +12,17 @@ Layout under ``out``::
     list/test_split/test{0..8}_{category}.txt         "<img>" (no leading slash, as CULane)
     synth.json                                        how the dataset was generated
 
-Lists are written last (atomically), so an interrupted run leaves no usable-looking dataset.
+Everything is written into a hidden pid-stamped folder beside ``out`` (``runtime.partial``) and
+moved into place only when complete, lists last: an interrupted run (Ctrl-C, an error) removes
+that folder and leaves a previous dataset at ``out`` as it was; the folder of a killed run is
+removed by the next run.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +35,7 @@ from distill.data.synth.dataset import plan_scene, scene_name
 from distill.data.synth.render import render
 from distill.data.synth.scene import APOLLO_IDS, CULANE_CATEGORIES, MARKING_CLASSES, SceneConfig
 from runtime.lane_io import write_culane_lines
+from runtime.partial import staged
 
 JPEG_QUALITY = 95
 _APOLLO_LUT = np.zeros(256, np.uint8)
@@ -83,6 +88,23 @@ def _write_text(path: Path, lines: list[str]) -> None:
     tmp.replace(path)
 
 
+def _commit(stage: Path, out: Path) -> None:
+    """Move the finished ``stage`` folder to ``out``: a rename, or a file-by-file merge into a
+    non-empty ``out`` (``overwrite``) with the lists and ``synth.json`` moved last."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if out.exists():
+            out.rmdir()
+        os.replace(stage, out)
+        return
+    files = sorted((p for p in stage.rglob("*") if p.is_file()),
+                   key=lambda p: (p.relative_to(stage).parts[0] in ("list", "synth.json"), str(p)))
+    for f in files:
+        dest = out / f.relative_to(stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, dest)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 def write_culane(out: str | Path, num: int, seed: int = 0, cfg: SceneConfig = SceneConfig(),
                  splits: Sequence[float] = (0.8, 0.1, 0.1), workers: int = 1, overwrite: bool = False,
                  progress: bool = True) -> Path:
@@ -101,8 +123,17 @@ def write_culane(out: str | Path, num: int, seed: int = 0, cfg: SceneConfig = Sc
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to write into it")
     parts = split_indices(num, seed, splits)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staged(out) as stage:
+        stage.mkdir()
+        _write_all(stage, num, seed, cfg, parts, splits, workers, progress)
+        _commit(stage, out)
+    return out
 
+
+def _write_all(out: Path, num: int, seed: int, cfg: SceneConfig, parts: dict[str, np.ndarray],
+               splits: Sequence[float], workers: int, progress: bool) -> None:
+    """Render every scene into ``out`` (the staging folder), then the lists."""
     jobs = [(str(out), seed, i, cfg) for i in range(num)]
     results = []
     bar = tqdm(total=num, desc="synth", unit="scene", disable=not progress)
@@ -134,4 +165,3 @@ def write_culane(out: str | Path, num: int, seed: int = 0, cfg: SceneConfig = Sc
     _write_text(out / "synth.json", [json.dumps({
         "generator": "lanekd synthetic", "num": num, "seed": seed, "splits": list(splits),
         "config": asdict(cfg), "counts": {k: int(len(v)) for k, v in parts.items()}}, indent=2)])
-    return out
