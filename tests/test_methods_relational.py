@@ -1,4 +1,4 @@
-"""Relational / adversarial KD methods: skd_holistic (+ _sagan), intra_kd, cirkd, lgad."""
+"""Relational / adversarial KD methods: skd_holistic (+ _sagan), intra_kd, cirkd, cirkd_channel, lgad."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from distill.data.sample import DataSpec
 from distill.methods import cirkd as C
+from distill.methods import cirkd_channel as CC
 from distill.methods import intra_kd as I
 from distill.methods import lgad as L
 from distill.methods import skd_holistic as H
@@ -56,6 +57,113 @@ def test_cirkd_module_minibatch_matches_golden():
     out["kd/cirkd_minibatch"].backward()
     np.testing.assert_allclose(out["kd/cirkd_minibatch"].item(), d["loss"], rtol=1e-5)
     np.testing.assert_allclose(fs.grad.numpy(), d["grad_s"], rtol=1e-4, atol=1e-4 * np.abs(d["grad_s"]).max())
+
+
+# ----------------------------------------------------------------------------- CIRKDv2 channel golden
+# the golden file's state names -> ours (which are the authors' own names)
+CHANNEL_STATE = {"head0_weight": "project_head.0.weight", "bn_weight": "project_head.1.weight",
+                 "bn_bias": "project_head.1.bias", "bn_running_mean": "project_head.1.running_mean",
+                 "bn_running_var": "project_head.1.running_var", "head3_weight": "project_head.3.weight",
+                 "queue": "teacher_channel_queue", "ptr": "channel_queue_ptr"}
+
+
+def _channel_method(case: dict, **kw):
+    return build_method("cirkd_channel", {"decoder": TapInfo(case["Cs"], 8)}, {"decoder": TapInfo(case["Ct"], 8)},
+                        SPEC, feature_size=(case["H"], case["W"]), channel_memory_size=case["memory"],
+                        channel_contrast_size=case["contrast"],
+                        generator=torch.Generator().manual_seed(case["call_seed"]), **kw)
+
+
+@pytest.mark.parametrize("case", ["a", "b"])
+def test_cirkd_channel_matches_authors_code(case):
+    """Three calls of the authors' StudentSegChannelContrast: terms, gradients, queue, pointer."""
+    d, meta = _ref("cirkd_channel_official")
+    c = meta["hyperparameters"]["cases"][case]
+    torch.manual_seed(c["init_seed"])
+    m = _channel_method(c)                             # the authors' weights: 1, 0.1, 100
+    assert (m.minibatch_weight, m.memory_weight, m.mse_weight, m.channel_update_freq) == (1.0, 0.1, 100.0, 256)
+    sd = m.state_dict()
+    for short, key in CHANNEL_STATE.items():          # same seed, same init order -> the authors' initial state
+        assert torch.equal(sd[key], torch.from_numpy(d[f"{case}_init_{short}"])), key
+    m.load_state_dict({key: torch.from_numpy(d[f"{case}_init_{short}"]) for short, key in CHANNEL_STATE.items()}
+                      | {"project_head.1.num_batches_tracked": torch.tensor(0)})   # their names load as they are
+    m.train()
+    weights = {"batch": 1.0, "memory": 0.1, "mse": 100.0}
+    for call in (1, 2, 3):
+        fs = torch.tensor(d[f"{case}_feat_s_{call}"], requires_grad=True)
+        out = m({"decoder": fs}, {"decoder": torch.tensor(d[f"{case}_feat_t_{call}"])}, {})
+        assert set(out) == {f"kd/cirkd_channel_{t}" for t in weights}
+        for term, w in weights.items():
+            np.testing.assert_allclose(out[f"kd/cirkd_channel_{term}"].item(), w * d[f"{case}_{term}_{call}"], rtol=1e-5)
+        if call == 1:
+            for term, w in weights.items():
+                (g,) = torch.autograd.grad(out[f"kd/cirkd_channel_{term}"], fs, retain_graph=True)
+                ref = w * d[f"{case}_grad_s_{term}_1"]
+                np.testing.assert_allclose(g.numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+            head = [m.project_head[0].weight, m.project_head[3].weight]
+            grads = torch.autograd.grad(sum(out.values()), [fs, *head])
+            for g, key in zip(grads, ("grad_s_total_1", "grad_head0_total_1", "grad_head3_total_1")):
+                ref = d[f"{case}_{key}"]
+                np.testing.assert_allclose(g.numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+        np.testing.assert_allclose(m.teacher_channel_queue.numpy(), d[f"{case}_queue_{call}"], rtol=1e-6, atol=1e-7)
+        assert m.channel_queue_ptr.tolist() == d[f"{case}_ptr_{call}"].tolist()
+    np.testing.assert_allclose(m.project_head[1].running_mean.numpy(), d[f"{case}_bn_running_mean_3"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(m.project_head[1].running_var.numpy(), d[f"{case}_bn_running_var_3"], rtol=1e-5, atol=1e-7)
+
+
+def test_cirkd_channel_golden_exercises_the_wrap_and_the_update_cap():
+    d, meta = _ref("cirkd_channel_official")
+    assert [int(d[f"a_ptr_{k}"][0]) for k in (1, 2, 3)] == [16, 32, 0]      # 32 + 16 >= 40: the last 16 slots
+    assert [int(d[f"b_ptr_{k}"][0]) for k in (1, 2, 3)] == [256, 512, 0]    # 288 rows capped at K = 256
+    assert np.array_equal(d["a_queue_3"][:24], d["a_queue_2"][:24]) and not np.array_equal(d["a_queue_3"][24:],
+                                                                                           d["a_queue_2"][24:])
+    assert set(d) == set(meta["arrays"])
+
+
+def test_cirkd_channel_pieces_on_hand_checked_values():
+    x = torch.arange(2 * 3 * 6 * 5, dtype=torch.float32).reshape(2, 3, 6, 5)
+    pooled = CC.pool(x)
+    assert pooled.shape == (2, 3, 2, 2) and CC.pooled_size((6, 5)) == 4
+    assert pooled[0, 0, 1, 1].item() == pytest.approx(x[0, 0, 4:, 4:].mean().item())   # the partial window
+    vec = CC.channel_vectors(torch.randn(2, 3, 4, 4))
+    torch.testing.assert_close(vec.norm(dim=-1), torch.ones(2, 3))
+    queue, ptr = torch.zeros(10, 4), torch.zeros(1, dtype=torch.long)
+    rows = F.normalize(torch.randn(6, 4), dim=1)
+    CC.enqueue_channels(rows, queue, ptr, update_freq=4, generator=torch.Generator().manual_seed(0))
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(queue[:4], F.normalize(rows[perm[:4]], dim=1))
+    assert ptr.item() == 4 and queue[4:].abs().sum() == 0
+    CC.enqueue_channels(rows, queue, ptr, update_freq=4)
+    CC.enqueue_channels(rows, queue, ptr, update_freq=4)       # 8 + 4 >= 10: the last 4 slots, ptr 0
+    assert ptr.item() == 0
+    with pytest.raises(ValueError, match="do not fit"):
+        CC.enqueue_channels(rows, torch.zeros(3, 4), torch.zeros(1, dtype=torch.long), update_freq=4)
+
+
+def test_cirkd_channel_module_options_and_errors():
+    info_s, info_t = {"decoder": TapInfo(6, 8)}, {"decoder": TapInfo(10, 8)}
+    m = build_method("cirkd_channel", info_s, info_t, SPEC, feature_size=(16, 24))
+    assert tuple(m.teacher_channel_queue.shape) == (10000, 4 * 6) and m.channel_contrast_size == 2048
+    torch.testing.assert_close(m.teacher_channel_queue.norm(dim=1), torch.ones(10000))
+    s = torch.randn(2, 6, 16, 24, requires_grad=True)
+    t = torch.randn(2, 10, 8, 12)                                   # resized to the student's size
+    out = m({"decoder": s}, {"decoder": t}, {})
+    sum(out.values()).backward()
+    assert s.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in m.parameters())
+    assert m.channel_queue_ptr.item() == 20
+    with pytest.raises(ValueError, match="feature_size"):
+        m({"decoder": torch.randn(2, 6, 8, 8)}, {"decoder": t}, {})
+    no_memory = build_method("cirkd_channel", info_s, info_t, SPEC, memory_weight=0.0, mse_weight=0.0)
+    assert "teacher_channel_queue" not in no_memory.state_dict()
+    assert set(no_memory({"decoder": s}, {"decoder": t}, {})) == {"kd/cirkd_channel_batch"}
+    with pytest.raises(ValueError, match="feature_size"):
+        build_method("cirkd_channel", info_s, info_t, SPEC)
+    with pytest.raises(ValueError, match="teacher"):
+        build_method("cirkd_channel", info_s, None, SPEC, feature_size=(16, 24))
+    with pytest.raises(ValueError, match="tap"):
+        build_method("cirkd_channel", info_s, info_t, SPEC, feature_size=(16, 24), s_tap="nope")
+    with pytest.raises(ValueError, match="tau"):
+        build_method("cirkd_channel", info_s, info_t, SPEC, feature_size=(16, 24), tau=0.0)
 
 
 # ----------------------------------------------------------------------------- CIRKD memory
@@ -477,6 +585,7 @@ S_INFO = {"decoder": TapInfo(6, 8), "stage2": TapInfo(6, 8), "stage3": TapInfo(6
 T_INFO = {"decoder": TapInfo(10, 8), "stage2": TapInfo(10, 8), "stage3": TapInfo(10, 8), "logits": TapInfo(5, 1)}
 KWARGS = {"skd_holistic": {"d_conv_dim": 8, "d_l4": False},
           "cirkd": {"pixel_memory_size": 1000, "region_memory_size": 300},
+          "cirkd_channel": {"feature_size": (16, 16), "channel_memory_size": 500},
           "intra_kd": {}, "lgad": {}}
 
 
@@ -541,7 +650,7 @@ def test_method_minimal_when_student_equals_teacher(name):
     assert sum(out.values()).item() == pytest.approx(0, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["skd_holistic", "cirkd", "intra_kd", "lgad"])
+@pytest.mark.parametrize("name", ["skd_holistic", "cirkd", "cirkd_channel", "intra_kd", "lgad"])
 def test_method_bad_taps_fail_at_build(name):
     with pytest.raises(ValueError, match="tap|stage"):
         if name == "lgad":
@@ -579,19 +688,31 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         g = torch.Generator().manual_seed(rank)
         hol.after_student_step({"logits": torch.randn(2, 5, 32, 32, generator=g)},
                                {"logits": torch.randn(2, 5, 32, 32, generator=g)}, {})
+        torch.manual_seed(0)
+        channel = _build("cirkd_channel", generator=torch.Generator().manual_seed(7))
+        ch_s, ch_t = torch.randn(2, 6, 16, 16, generator=g), torch.randn(2, 10, 16, 16, generator=g)
+        channel({"decoder": ch_s}, {"decoder": ch_t}, batch)
         torch.save({"t": t_taps["decoder"].detach(), "mask": batch["mask"],
                     "bank": cirkd.teacher_pixel_queue, "ptr": cirkd.pixel_queue_ptr,
-                    "seg": cirkd.teacher_segment_queue, "d": hol.discriminator.state_dict()},
+                    "seg": cirkd.teacher_segment_queue, "d": hol.discriminator.state_dict(),
+                    "ch_t": ch_t, "ch_queue": channel.teacher_channel_queue, "ch_ptr": channel.channel_queue_ptr},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_gathers_teacher_into_banks_and_syncs_discriminator(tmp_path):
+@pytest.fixture(scope="module")
+def ddp_ranks(tmp_path_factory) -> tuple[dict, dict]:
+    """What each of 2 gloo ranks saved after one step of cirkd, skd_holistic's D and cirkd_channel."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_ddp_worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
+    return tuple(torch.load(tmp / f"rank{r}.pt") for r in range(2))
+
+
+def test_ddp_gathers_teacher_into_banks_and_syncs_discriminator(ddp_ranks):
+    r0, r1 = ddp_ranks
     for key in ("bank", "ptr", "seg"):
         assert torch.equal(r0[key], r1[key]), key
     for k in r0["d"]:   # BN running stats stay per rank (D always runs in train mode, they are unused)
@@ -606,3 +727,16 @@ def test_ddp_gathers_teacher_into_banks_and_syncs_discriminator(tmp_path):
                       ref.segment_queue_ptr, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(r0["bank"], ref.teacher_pixel_queue)
     assert torch.equal(r0["ptr"], ref.pixel_queue_ptr)
+
+
+def test_ddp_cirkd_channel_enqueues_every_ranks_teacher_channels(ddp_ranks):
+    r0, r1 = ddp_ranks
+    assert torch.equal(r0["ch_queue"], r1["ch_queue"]) and torch.equal(r0["ch_ptr"], r1["ch_ptr"])
+    assert r0["ch_ptr"].item() == 2 * 2 * 10                 # both ranks' B * Ct rows
+    torch.manual_seed(0)
+    ref = _build("cirkd_channel")
+    rows = torch.cat([CC.channel_vectors(CC.pool(r["ch_t"])).flatten(0, 1) for r in (r0, r1)])   # rank order
+    CC.enqueue_channels(rows, ref.teacher_channel_queue, ref.channel_queue_ptr,
+                        generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(r0["ch_queue"], ref.teacher_channel_queue)
+    assert torch.equal(r0["ch_ptr"], ref.channel_queue_ptr)

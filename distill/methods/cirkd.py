@@ -68,13 +68,21 @@ def minibatch_pair_loss(feat_s: torch.Tensor, feat_t: torch.Tensor, tau: float =
                          "need the same batch and spatial size")
     fs = F.normalize(_pool_for(feat_s, pooling), p=2, dim=1)
     ft = F.normalize(_pool_for(feat_t, pooling), p=2, dim=1)
-    b = fs.shape[0]
-    fs, ft = fs.flatten(2).transpose(1, 2), ft.flatten(2).transpose(1, 2)  # B, HW, C
-    total = fs.new_zeros(())
+    return cross_image_kl(fs.flatten(2).transpose(1, 2), ft.flatten(2).transpose(1, 2), tau)  # B, HW, C
+
+
+def cross_image_kl(rows_s: torch.Tensor, rows_t: torch.Tensor, tau: float) -> torch.Tensor:
+    """CIRKD's mini-batch relation loss on (B, N, D) row vectors (pixels, or CIRKDv2's channels).
+
+    For every ordered image pair (i, j), i == j included: KL(softmax_row(T_i T_j^T / tau) ||
+    softmax_row(S_i S_j^T / tau)) with ``batchmean`` over the N rows; summed over pairs / B^2.
+    """
+    b = rows_s.shape[0]
+    total = rows_s.new_zeros(())
     for i in range(b):
         for j in range(b):
-            p_s = F.log_softmax(fs[i] @ fs[j].t() / tau, dim=1)
-            p_t = F.softmax(ft[i] @ ft[j].t() / tau, dim=1)
+            p_s = F.log_softmax(rows_s[i] @ rows_s[j].t() / tau, dim=1)
+            p_t = F.softmax(rows_t[i] @ rows_t[j].t() / tau, dim=1)
             total = total + F.kl_div(p_s, p_t, reduction="batchmean")
     return total / (b * b)
 
@@ -143,7 +151,8 @@ def enqueue_teacher(t_emb: torch.Tensor, labels: torch.Tensor, pixel_queue: torc
                 pixel_ptr[lb] = (ptr + k) % pixel_size
 
 
-def _contrast_kd(s_logits: torch.Tensor, t_logits: torch.Tensor, t_kd: float) -> torch.Tensor:
+def contrast_kd(s_logits: torch.Tensor, t_logits: torch.Tensor, t_kd: float) -> torch.Tensor:
+    """KL(softmax(t / T) || softmax(s / T)), ``batchmean`` over the anchor rows, x T^2 (the memory terms)."""
     p_s = F.log_softmax(s_logits / t_kd, dim=1)
     p_t = F.softmax(t_logits / t_kd, dim=1)
     return F.kl_div(p_s, p_t, reduction="batchmean") * t_kd ** 2
@@ -188,7 +197,7 @@ def memory_contrast_loss(s_emb: torch.Tensor, t_emb: torch.Tensor, labels: torch
         contrast = queue[:, index, :].reshape(-1, queue.shape[2])   # class-major, as _sample_negative
         t_logits = t_anchor @ contrast.t() / tau
         s_logits = s_anchor @ contrast.t() / tau
-        losses.append(_contrast_kd(s_logits, t_logits.detach(), t_kd))
+        losses.append(contrast_kd(s_logits, t_logits.detach(), t_kd))
     return losses[0], losses[1]
 
 
