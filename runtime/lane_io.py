@@ -15,17 +15,20 @@ class LaneFileError(ValueError):
     """A malformed lane file; the message names the file and line."""
 
 
-def read_culane_lines(path: str | Path, keep_empty: bool = False) -> list[np.ndarray]:
+def read_culane_lines(path: str | Path, keep_empty: bool = False,
+                      universal_newlines: bool = False) -> list[np.ndarray]:
     """Read a ``.lines.txt`` into a list of (N, 2) float64 arrays (x, y), file order kept.
 
-    Only ``\\n`` ends a line (as ``std::getline`` in the official evaluator). Blank lines are
+    Only ``\\n`` ends a line (as ``std::getline`` in the official CULane evaluator); with
+    ``universal_newlines`` a ``\\r\\n`` or a lone ``\\r`` ends one too, as Python's text mode reads
+    (the LLAMAS script's ``open(path, 'r')``: old Mac files hold one lane per line). Blank lines are
     skipped, or with ``keep_empty`` kept as (0, 2) lanes, which is what the official CULane
     evaluator counts them as. An odd number of values or a token that is not a finite number is
     an error naming the file and line.
     """
     path = Path(path)
     lanes: list[np.ndarray] = []
-    with open(path, "r", newline="\n") as fh:
+    with open(path, "r", newline=None if universal_newlines else "\n") as fh:
         for lineno, line in enumerate(fh, 1):
             toks = line.split()
             if not toks and not keep_empty:
