@@ -181,6 +181,8 @@ def test_llamas_eval_from_label_json(tmp_path):
     _label(tmp_path / f"labels/valid/{drive}/2_0.json", lanes)
     ys = np.arange(670, 717, 5.0)
     write_culane_lines(tmp_path / f"pred/{drive}/1_0.lines.txt", [np.stack([1300 - ys, ys], 1)])
-    res = evaluate_llamas(tmp_path / "labels/valid", tmp_path / "pred", per_image=True)
+    with pytest.warns(UserWarning, match="1 of 2 prediction file"):
+        res = evaluate_llamas(tmp_path / "labels/valid", tmp_path / "pred", per_image=True)
     assert (res["images"], res["tp"], res["fp"], res["fn"]) == (2, 1, 0, 3)       # 2_0 has no prediction file
+    assert res["missing_predictions"] == 1
     assert [r["name"] for r in res["per_image"]] == [f"{drive}/1_0", f"{drive}/2_0"]

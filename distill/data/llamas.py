@@ -13,6 +13,12 @@ marker's near (lower) end. As the dataset's own scripts do, lanes spanning under
 renumbered outward from the ego lane (``l0, l1, ..`` / ``r0, r1, ..``). Slots: l1 -> 1,
 l0 -> 2, r0 -> 3, r1 -> 4. Each lane becomes a polyline through its markers, gaps between dashes
 interpolated linearly. The benchmark evaluates rows 300..716 (kept in ``meta["eval_rows"]``).
+
+Lanes used: only l1, l0, r0 and r1, in the masks and in the evaluator's ground truth, because
+those are the four the LLAMAS benchmarks define and score. For the evaluator every other kept
+lane is still built (:func:`llamas_label_rows`) and one that the dataset's spline creator cannot
+build is a DataError naming the file and lane id, since the dataset's script builds all lanes and
+stops on such a label.
 """
 from __future__ import annotations
 
@@ -34,12 +40,13 @@ _IMAGE_DIRS = {"gray": ("grayscale_images", "_gray_rect.png"), "color": ("color_
 
 
 class Marker(NamedTuple):
-    """One marker of a cleaned label: pixel start (near end) and end, and the world z of its start."""
+    """One marker of a cleaned label: pixel start (near end) and end, world z of its start and end."""
     x0: int
     y0: int
     x1: int
     y1: int
     z0: float | None
+    z1: float | None = None
 
 
 def _pixel(marker: dict, key: str, where: str) -> tuple[int, int]:
@@ -51,18 +58,26 @@ def _pixel(marker: dict, key: str, where: str) -> tuple[int, int]:
         raise DataError(f"{where}: marker without a numeric {key}.x/{key}.y") from None
 
 
-def _world_z(marker: dict) -> float | None:
+def _world_z(marker: dict, key: str = "world_start") -> float | None:
     try:
-        return float(marker["world_start"]["z"])
+        return float(marker[key]["z"])
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[Marker]]:
-    """Read a label file and clean it as the dataset's ``read_json`` does -> lane id -> markers.
+class CleanLane(NamedTuple):
+    """A lane the dataset's cleaning keeps: its new id, its id in the file, its markers."""
+    lane_id: str
+    file_id: str
+    markers: list[Marker]
 
-    Lanes whose marker starts span under ``min_lane_height`` rows or that have fewer than two
-    markers are dropped; the remaining ids are renumbered outward from the ego lane per side.
+
+def clean_llamas_label(path: Path, min_lane_height: int = 20) -> tuple[list[CleanLane], int]:
+    """Read a label file and clean it as the dataset's ``read_json`` does.
+
+    Returns the kept lanes in file order, renumbered outward from the ego lane per side, and the
+    number of lanes with an empty marker list: those are dropped like the other lanes of fewer
+    than two markers (the dataset's size filter stops on them with ``min()`` of nothing).
     """
     path = Path(path)
     try:
@@ -75,6 +90,7 @@ def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[M
     if not isinstance(lanes, list):
         raise DataError(f"{path}: missing 'lanes' list")
     kept: list[tuple[str, list[Marker]]] = []
+    empty = 0
     for k, lane in enumerate(lanes):
         where = f"{path}: lane {k}"
         if not isinstance(lane, dict) or "lane_id" not in lane or not isinstance(lane.get("markers"), list):
@@ -82,8 +98,10 @@ def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[M
         lane_id = str(lane["lane_id"])
         if lane_id[:1] not in ("l", "r"):
             raise DataError(f"{where}: lane_id {lane_id!r} does not start with 'l' or 'r'")
-        markers = [Marker(*_pixel(m, "pixel_start", where), *_pixel(m, "pixel_end", where), _world_z(m))
+        markers = [Marker(*_pixel(m, "pixel_start", where), *_pixel(m, "pixel_end", where), _world_z(m),
+                          _world_z(m, "world_end"))
                    for m in lane["markers"]]
+        empty += not markers
         if len(markers) < 2:
             continue
         starts = [m.y0 for m in markers]
@@ -97,7 +115,12 @@ def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[M
     for lane_id in sorted(i for i, _ in kept):
         new_id[lane_id] = f"{lane_id[0]}{count[lane_id[0]]}"
         count[lane_id[0]] += 1
-    return {new_id[lane_id]: markers for lane_id, markers in kept}
+    return [CleanLane(new_id[lane_id], lane_id, markers) for lane_id, markers in kept], empty
+
+
+def read_llamas_lanes(path: Path, min_lane_height: int = 20) -> dict[str, list[Marker]]:
+    """Read and clean a label file (:func:`clean_llamas_label`) -> renumbered lane id -> markers."""
+    return {lane.lane_id: lane.markers for lane in clean_llamas_label(path, min_lane_height)[0]}
 
 
 def parse_llamas_label(path: Path, min_lane_height: int = 20) -> dict[str, list[tuple[float, float, float, float]]]:
@@ -126,6 +149,11 @@ def _extend_to_bottom(markers: list[Marker], where: str) -> list[Marker]:
     near = min(usable, key=lambda m: m.z0)              # first one on ties
     if near.z0 < 0:
         return markers
+    if near.z1 is None:
+        raise DataError(f"{where}: nearest marker without a numeric world_end.z")
+    if near.z1 == near.z0:                              # the original divides by their difference
+        raise DataError(f"{where}: nearest marker has world_start.z == world_end.z ({near.z0:g}), "
+                        "so its world gradient is undefined")
     dx_dy = (near.x1 - near.x0) / (near.y1 - near.y0)
     dy_dx = (near.y1 - near.y0) / (near.x1 - near.x0)
     bottom_x = near.x0 + (LLAMAS_H - 1 - near.y0) * dx_dy
@@ -135,7 +163,7 @@ def _extend_to_bottom(markers: list[Marker], where: str) -> list[Marker]:
         x, y = float(LLAMAS_W), near.y0 + (LLAMAS_W - near.x0) * dy_dx
     else:
         x, y = bottom_x, float(LLAMAS_H - 1)
-    return [Marker(_round(x), _round(y), near.x0, near.y0, 1.0), *markers]
+    return [Marker(_round(x), _round(y), near.x0, near.y0, 1.0, near.z0), *markers]
 
 
 def lane_row_xs(markers: list[Marker], where: str = "lane") -> list[float]:
@@ -170,11 +198,44 @@ def lane_row_xs(markers: list[Marker], where: str = "lane") -> list[float]:
     return xs
 
 
+class LabelRows(NamedTuple):
+    """Per-row ground truth of one label, and what the dataset's spline creator could not build."""
+    rows: list[list[float]]         # l1, l0, r0, r1: 717 x values each, -1 = absent
+    bad: list[tuple[str, str]]      # (lane id, DataError message) per lane the creator rejects
+    empty_lanes: int                # lanes with an empty marker list (dropped)
+
+
+def llamas_label_rows(path: Path, min_lane_height: int = 20) -> LabelRows:
+    """Build every kept lane of a label as ``SplineCreator.create_all_points`` does; keep four.
+
+    Only l1, l0, r0 and r1 are ground truth (the four lanes the LLAMAS benchmarks score). The
+    others (l2, r3, ..) are built too, only to be checked: the dataset's script builds every lane
+    of the label and stops at the first one it cannot build, whatever its id. A lane id that two
+    lanes share holds the later one, as the original's dict does.
+    """
+    path = Path(path)
+    lanes, empty = clean_llamas_label(path, min_lane_height)
+    built: dict[str, list[float]] = {}
+    bad: list[tuple[str, str]] = []
+    for lane in lanes:
+        renamed = "" if lane.file_id == lane.lane_id else f" (id {lane.file_id!r} in the file)"
+        try:
+            built[lane.lane_id] = lane_row_xs(lane.markers, f"{path}: lane {lane.lane_id}{renamed}")
+        except DataError as exc:
+            bad.append((lane.lane_id, str(exc)))
+    rows = [built.get(i, [-1] * LLAMAS_H) for i in LANE_SLOTS]
+    return LabelRows(rows, bad, empty)
+
+
 def llamas_row_xs(path: Path, min_lane_height: int = 20) -> list[list[float]]:
-    """Per-row x values of l1, l0, r0 and r1 (717 each, -1 = absent; an absent lane is all -1)."""
-    lanes = read_llamas_lanes(path, min_lane_height)
-    return [lane_row_xs(lanes[i], f"{path}: lane {i}") if i in lanes else [-1] * LLAMAS_H
-            for i in ("l1", "l0", "r0", "r1")]
+    """Per-row x values of l1, l0, r0 and r1 (717 each, -1 = absent; an absent lane is all -1).
+
+    Raises the DataError of the first lane, of any id, that the dataset's spline creator rejects.
+    """
+    res = llamas_label_rows(path, min_lane_height)
+    if res.bad:
+        raise DataError(res.bad[0][1])
+    return res.rows
 
 
 def markers_to_polyline(segs: list[tuple[float, float, float, float]], row_step: int = 2) -> np.ndarray:

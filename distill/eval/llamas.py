@@ -1,8 +1,9 @@
 """CULane-style F1 on LLAMAS, as ``karstenBehrendt/unsupervised_llamas:culane_metric/evaluate.py``
 (the "discrete", official-like mode; LaneATT and CLRNet ship the same code).
 
-- GT lanes are per-row x values of the 717-row image; only rows 300..716 are used and negative x
-  is absent (``add_ys``); a lane with <= 1 valid point is ignored. GT is not interpolated.
+- GT lanes are per-row x values of the 717-row image, of l1, l0, r0 and r1 only (the four the
+  benchmark scores); only rows 300..716 are used and negative x is absent (``add_ys``); a lane
+  with <= 1 valid point is ignored. GT is not interpolated.
 - Predictions (``.lines.txt``) with < 2 points are dropped; the rest are interpolated by an
   interpolating B-spline (``splprep(s=0, k=min(3, n-1))``) sampled at 50 parameter values uniform
   in [0, 1].
@@ -11,28 +12,47 @@
 - Totals are summed over images; P = R = F1 = 0 when there is no TP.
 
 Ground truth on disk is either the dataset's label JSON (``labels/<split>/<drive>/<stem>.json``,
-turned into per-row x values by :func:`distill.data.llamas.llamas_row_xs`, which reproduces
+turned into per-row x values by :func:`distill.data.llamas.llamas_label_rows`, which reproduces
 ``spline_creator.get_horizontal_values_for_four_lanes``; the prediction for it is
 ``<pred_root>/<drive>/<stem>.lines.txt``, the label's last two path parts, as the official script
 looks it up) or, when the folder holds no JSON, ``.lines.txt`` files with the per-row points
-(e.g. written with :func:`gt_lane_from_row_xs`), predictions at the same relative path.
+(e.g. written with :func:`gt_lane_from_row_xs`), predictions at the same relative path. Lane files
+are read as Python's text mode reads them (``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a
+line), as the official ``open(path, 'r')`` does; the CULane evaluator keeps the C++ ``\\n`` only.
 
-Where the official script stops (an assertion when a kept lane has <= 1 point on rows 300..716,
-``min()`` of nothing when no marker can be extended), this module keeps such a lane as an
-unmatchable GT lane (a miss) and raises a DataError naming the label, respectively.
+Inputs the official script stops on, and what this module does instead (counts in the result):
+
+- Missing prediction file (``open`` raises): scored as an image without predictions, counted in
+  ``missing_predictions`` and warned about once; a ``pred_root`` that is not a folder is an error.
+- Prediction lane whose points are all one point (``splprep`` gets ``k=0`` once the duplicates
+  are dropped): kept as a predicted lane that covers no pixel, so a FP; ``point_predictions``.
+- GT lane with >= 2 valid rows of which <= 1 lies on rows 300..716 (the ``add_ys`` assertion):
+  kept as a GT lane that covers no pixel, so a FN; ``gt_lanes_above_rows``.
+- Label lane with an empty marker list (``min()`` of nothing in the size filter): dropped like
+  the other lanes of fewer than two markers; ``empty_marker_lanes``.
+- Label lane, of any id, that the spline creator cannot build (no marker that is neither
+  horizontal nor vertical; nearest marker with world_start.z == world_end.z; a marker row
+  outside the image): DataError naming the label and the lane id, as is any other bad label.
+  With ``skip_bad``, such a lane beyond l1, l0, r0, r1 is skipped (it is no ground truth; the
+  image is scored as usual; ``skipped_lanes``), while a bad l1/l0/r0/r1 or a bad label leaves the
+  image out of the scores (``skipped_images``; the reasons in ``bad``, label name -> messages).
+- Odd number of values or a value that is not a finite number in a lane file (``IndexError`` /
+  ``ValueError``, or NaN into ``splprep``): LaneFileError naming the file and line.
+- Two lanes both drawn as nothing (IoU 0/0, which ``linear_sum_assignment`` refuses): IoU 0.
 """
 from __future__ import annotations
 
-import os
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from scipy.interpolate import splev, splprep
 from scipy.optimize import linear_sum_assignment
 
-from distill.data.llamas import llamas_row_xs
+from distill.data.llamas import LANE_SLOTS, llamas_label_rows
+from distill.data.sample import DataError
 from distill.eval.culane import prf
 from runtime.lane_io import read_culane_lines
 
@@ -91,10 +111,10 @@ def llamas_counts(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], width: i
     pm = [_draw(interpolate_lane(p), width, img_size) for p in pred]
     gm = [_draw(g, width, img_size) for g in gt]
     ious = np.zeros((len(pm), len(gm)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for i, a in enumerate(pm):
-            for j, b in enumerate(gm):
-                ious[i, j] = (a & b).sum() / (a | b).sum()
+    for i, a in enumerate(pm):
+        for j, b in enumerate(gm):
+            union = (a | b).sum()
+            ious[i, j] = (a & b).sum() / union if union else 0.0    # both drawn as nothing: no match
     rows, cols = linear_sum_assignment(1 - ious)
     tp = int((ious[rows, cols] > iou_threshold).sum())
     return tp, len(pred) - tp, len(gt) - tp
@@ -110,34 +130,88 @@ def _gt_and_pred_files(anno_root: Path, pred_root: Path) -> list[tuple[str, Path
     return [(str(f.relative_to(anno_root)), f, pred_root / f.relative_to(anno_root)) for f in lines]
 
 
-def read_gt(path: Path) -> list[np.ndarray]:
-    """GT lanes of one image from a label JSON or a per-row ``.lines.txt``; lanes of <= 1 point dropped."""
-    if path.suffix == ".json":
-        return [g for g in map(gt_lane_from_row_xs, llamas_row_xs(path)) if g is not None]
-    return [g for g in read_culane_lines(path) if len(g) > 1]
+class GroundTruth(NamedTuple):
+    """GT lanes of one image and what reading them noted."""
+    lanes: list[np.ndarray]         # (N, 2) per-row points; a lane above rows 300..716 has N <= 1
+    skipped: list[str]              # lanes beyond l1..r1 the spline creator rejects (skip_bad)
+    empty_lanes: int                # label lanes with an empty marker list (dropped)
+
+
+def read_gt(path: Path, skip_bad: bool = False) -> GroundTruth:
+    """GT lanes of one image from a label JSON or a per-row ``.lines.txt``.
+
+    Label lanes with <= 1 valid row are dropped, as the official script does. A lane the spline
+    creator rejects raises its DataError; with ``skip_bad`` only one among l1, l0, r0, r1 does.
+    """
+    if path.suffix != ".json":
+        lanes = read_culane_lines(path, universal_newlines=True)
+        return GroundTruth([g for g in lanes if len(g) > 1], [], 0)
+    label = llamas_label_rows(path)
+    if label.bad and not skip_bad:
+        raise DataError(label.bad[0][1])
+    used = [msg for lane_id, msg in label.bad if lane_id in LANE_SLOTS]
+    if used:                                    # its ground truth would be incomplete: leave it out
+        raise DataError(used[0])
+    lanes = [g for g in map(gt_lane_from_row_xs, label.rows) if g is not None]
+    return GroundTruth(lanes, [msg for _, msg in label.bad], label.empty_lanes)
+
+
+def _point_lanes(lanes: Sequence[np.ndarray]) -> int:
+    """Lanes of >= 2 points that are all the same point."""
+    return sum(1 for p in lanes if len(p) >= 2 and bool((p == p[0]).all()))
 
 
 def evaluate_llamas(anno_root: str | Path, pred_root: str | Path, width: int = 30,
                     iou_threshold: float = 0.5, img_size: tuple[int, int] = IMG_SIZE,
-                    per_image: bool = False) -> dict:
+                    per_image: bool = False, skip_bad: bool = False) -> dict:
     """Every GT file under ``anno_root`` (label JSON, else ``.lines.txt``) against its prediction
-    under ``pred_root`` (missing prediction = no lanes)."""
+    under ``pred_root``. ``images`` counts the images scored; the module docstring lists the other
+    counts (inputs the official script stops on) and what ``skip_bad`` skips."""
     anno_root, pred_root = Path(anno_root), Path(pred_root)
     if not anno_root.is_dir():
         raise FileNotFoundError(f"annotation folder not found: {anno_root}")
+    if not pred_root.is_dir():
+        raise FileNotFoundError(f"prediction folder not found: {pred_root}")
     files = _gt_and_pred_files(anno_root, pred_root)
     if not files:
         raise FileNotFoundError(f"no label .json or .lines.txt ground truth under {anno_root}")
     tp = fp = fn = 0
+    notes = dict.fromkeys(("missing_predictions", "point_predictions", "gt_lanes_above_rows",
+                           "empty_marker_lanes", "skipped_lanes", "skipped_images"), 0)
+    bad: dict[str, list[str]] = {}
+    missing: list[Path] = []
     rows = []
     for name, gf, pf in files:
-        gt = read_gt(gf)
-        pred = read_culane_lines(pf) if os.path.isfile(pf) else []
-        c = llamas_counts(pred, gt, width, iou_threshold, img_size)
+        try:
+            gt = read_gt(gf, skip_bad)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            bad[name] = [str(exc)]
+            notes["skipped_images"] += 1
+            continue
+        if gt.skipped:
+            bad[name] = gt.skipped
+        if pf.is_file():
+            pred = read_culane_lines(pf, universal_newlines=True)
+        else:
+            pred = []
+            missing.append(pf)
+        notes["point_predictions"] += _point_lanes(pred)
+        notes["gt_lanes_above_rows"] += sum(1 for g in gt.lanes if len(g) < 2)
+        notes["empty_marker_lanes"] += gt.empty_lanes
+        notes["skipped_lanes"] += len(gt.skipped)
+        c = llamas_counts(pred, gt.lanes, width, iou_threshold, img_size)
         tp, fp, fn = tp + c[0], fp + c[1], fn + c[2]
         if per_image:
             rows.append({"name": name, "tp": c[0], "fp": c[1], "fn": c[2]})
-    res = {"images": len(files), **prf(tp, fp, fn)}       # P = R = F1 = 0 without a TP, as LLAMAS
+    notes["missing_predictions"] = len(missing)
+    if missing:
+        warnings.warn(f"{pred_root}: {len(missing)} of {len(files)} prediction file(s) missing (first: "
+                      f"{missing[0]}), scored as images without predictions", stacklevel=2)
+    res = {"images": len(files) - notes["skipped_images"], **prf(tp, fp, fn), **notes}
+    if skip_bad:
+        res["bad"] = bad
     if per_image:
         res["per_image"] = rows
     return res
