@@ -27,16 +27,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 @dataclass(frozen=True)
 class Tolerance:
     """Pass bounds for one precision. ``max_abs`` None = no numeric check (task level only);
-    ``max_lane_dev`` is in input pixels (the model's own grid)."""
+    ``max_lane_dev`` is in input pixels (the model's own grid). ``min_lane_count_match`` is the
+    share of frames with the same set of lanes; ``same_points`` also asks every lane to keep the
+    same sampled rows (FP32 only: at lower precision a row whose peak sits at the threshold may
+    come and go without changing the lane)."""
 
     max_abs: float | None
     min_argmax_agreement: float
     min_lane_count_match: float
     max_lane_dev: float | None
+    same_points: bool = False
 
 
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_abs=1e-4, min_argmax_agreement=0.999, min_lane_count_match=1.0, max_lane_dev=1.0),
+    "fp32": Tolerance(max_abs=1e-4, min_argmax_agreement=0.999, min_lane_count_match=1.0, max_lane_dev=1.0,
+                      same_points=True),
     "fp16": Tolerance(max_abs=1e-2, min_argmax_agreement=0.99, min_lane_count_match=0.9, max_lane_dev=None),
     "int8": Tolerance(max_abs=None, min_argmax_agreement=0.95, min_lane_count_match=0.75, max_lane_dev=None),
 }
@@ -158,10 +163,12 @@ def _decode(meta: ModelMeta, out: Outputs) -> dict[int, np.ndarray]:
     return decode_lanes(out["probs"][0], exist, meta.geometry, cfg)
 
 
-def lane_agreement(meta: ModelMeta, ref: Outputs, test: Outputs) -> tuple[bool, float | None]:
-    """(same set of lanes, max |dx| in input pixels over rows both sides have) for one frame."""
+def lane_agreement(meta: ModelMeta, ref: Outputs, test: Outputs) -> tuple[bool, bool, float | None]:
+    """(same set of lanes, same rows in every lane, max |dx| in input pixels over rows both sides
+    have) for one frame."""
     la, lb = _decode(meta, ref), _decode(meta, test)
     same = set(la) == set(lb)
+    same_rows = same
     dev: float | None = None
     for slot in set(la) & set(lb):
         a, b = np.asarray(la[slot], np.float64), np.asarray(lb[slot], np.float64)
@@ -173,8 +180,8 @@ def lane_agreement(meta: ModelMeta, ref: Outputs, test: Outputs) -> tuple[bool, 
             d = max(dxs) * meta.geometry.scale_x
             dev = d if dev is None else max(dev, d)
         if len(a) != len(b):
-            same = False
-    return same, dev
+            same_rows = False
+    return same, same_rows, dev
 
 
 def _argmax_map(out: Outputs) -> np.ndarray | None:
@@ -197,7 +204,8 @@ class VerifyReport:
     frames: int
     outputs: dict[str, dict[str, float]] = field(default_factory=dict)   # name -> max_abs, max_rel
     argmax_agreement: float | None = None
-    lane_count_match: float | None = None
+    lane_count_match: float | None = None       # frames with the same set of lanes
+    lane_rows_match: float | None = None        # frames whose lanes also keep the same sampled rows
     lane_dev_max: float | None = None        # input pixels
     lane_dev_mean: float | None = None
     failures: list[str] = field(default_factory=list)
@@ -218,7 +226,7 @@ class VerifyReport:
             lines.append(f"{name:<12} {s['max_abs']:>12.3e} {s['max_rel']:>12.3e}")
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(f"arg-max agreement  {fmt(self.argmax_agreement, '.5f')}")
-        lines.append(f"lane count match   {fmt(self.lane_count_match, '.3f')}")
+        lines.append(f"lane count match   {fmt(self.lane_count_match, '.3f')}  (same rows {fmt(self.lane_rows_match, '.3f')})")
         lines.append(f"lane dev (in px)   max {fmt(self.lane_dev_max, '.2f')}  mean {fmt(self.lane_dev_mean, '.2f')}")
         lines.append("PASS" if self.ok else "FAIL: " + "; ".join(self.failures))
         return "\n".join(lines)
@@ -256,13 +264,17 @@ def compare(meta: ModelMeta, ref: Sequence[Outputs], test: Sequence[Outputs], pr
         if agree < tol.min_argmax_agreement:
             rep.failures.append(f"arg-max agreement {agree:.4f} < {tol.min_argmax_agreement} ({precision})")
     if meta.task == "lanes" and meta.lane_slots > 0 and ("probs" in ref[0] or "peak_vals" in ref[0]):
-        same, devs = [], []
+        same, rows, devs = [], [], []
         for r, t in zip(ref, test):
-            s, d = lane_agreement(meta, r, t)
+            s, sr, d = lane_agreement(meta, r, t)
             same.append(s)
+            rows.append(sr)
             if d is not None:
                 devs.append(d)
         rep.lane_count_match = float(np.mean(same))
+        rep.lane_rows_match = float(np.mean(rows))
+        if tol.same_points and rep.lane_rows_match < 1.0:
+            rep.failures.append(f"lane rows differ on {1 - rep.lane_rows_match:.0%} of frames ({precision})")
         rep.lane_dev_max = max(devs) if devs else None
         rep.lane_dev_mean = float(np.mean(devs)) if devs else None
         if rep.lane_count_match < tol.min_lane_count_match:

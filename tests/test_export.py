@@ -222,6 +222,23 @@ def test_verification_catches_a_wrong_model(tmp_path):
     assert compare(meta, ref, ref, "fp32").ok
 
 
+def test_a_lane_losing_one_row_fails_fp32_but_not_the_int8_task_check():
+    model = BumpLanes(SIZE[1]).eval()
+    meta = bump_meta(DeployModule(model, "lanes"), False, False)
+    with torch.no_grad():
+        ref = [dict(zip(["probs", "exist"], (t.numpy() for t in DeployModule(model, "lanes")(
+            torch.from_numpy(f["image"]))))) for f in model_inputs(meta, road_frames(2))]
+    bottom = int(round(meta.extra["input_rows"][0]))        # the lowest sampled row
+    cut = []
+    for r in ref:
+        probs = r["probs"].copy()
+        probs[:, 1, bottom] = 0.0                             # lane slot 1 loses its bottom sample
+        cut.append({"probs": probs, "exist": r["exist"]})
+    strict, task = compare(meta, ref, cut, "fp32"), compare(meta, ref, cut, "int8")
+    assert task.lane_count_match == 1.0 and task.lane_rows_match < 1.0 and task.ok, task.failures
+    assert any("lane rows differ" in f for f in strict.failures)
+
+
 # ------------------------------------------------------------------------------------- bad inputs
 def _only(tmp_path: Path, *names: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
