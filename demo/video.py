@@ -5,7 +5,9 @@ camera), the road curvature varies smoothly, the car changes lane once (slots ar
 when it crosses the line, as CULane labels them), the light goes from day to dusk with the
 headlights coming on, and other vehicles move with their own speeds. Frames are written with
 OpenCV's ``mp4v`` codec (H.264 is not in the headless wheel); the ground-truth lanes of every
-frame go to a ``<out>.lanes.jsonl`` sidecar.
+frame go to a ``<out>.lanes.jsonl`` sidecar. Both are written under temporary names and renamed
+into place once the video reads back complete (``runtime.partial``): Ctrl-C or an error keeps the
+previous video and removes the temporaries; those of a killed run go at the next run.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import copy
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -22,6 +25,8 @@ from tqdm import tqdm
 from distill.data.synth.camera import Road
 from distill.data.synth.render import render
 from distill.data.synth.scene import Blob, SceneConfig, ScenePlan, Vehicle, sample_plan
+from runtime.cli import non_negative_int, positive_float
+from runtime.partial import staged
 
 SPEED = 22.0                 # m/s of the ego car
 VEHICLE_Z = (8.0, 80.0)     # other vehicles wrap around within this distance band
@@ -121,6 +126,19 @@ def make_video(out: str | Path, seconds: float, fps: float, size: tuple[int, int
     if w < 64 or h < 32:
         raise ValueError(f"video size {w}x{h} is too small (at least 64x32)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise IsADirectoryError(21, "is a folder, expected a video file path (e.g. drive.mp4)", str(out))
+    with staged(out) as tmp:
+        _render(tmp, seconds, fps, (w, h), seed, frames, progress)
+        os.replace(sidecar_path(tmp), sidecar_path(out))
+        os.replace(tmp, out)
+    return out
+
+
+def _render(out: Path, seconds: float, fps: float, size: tuple[int, int], seed: int, frames: int,
+            progress: bool) -> None:
+    """Write the video and its lanes sidecar to ``out``, then check the video reads back whole."""
+    w, h = size
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"cv2.VideoWriter could not open {out} (fourcc mp4v, {w}x{h} @ {fps} fps); "
@@ -144,7 +162,6 @@ def make_video(out: str | Path, seconds: float, fps: float, size: tuple[int, int
         cap.release()
     if n != frames:
         raise RuntimeError(f"{out}: wrote {frames} frames but cv2.VideoCapture reads {n}")
-    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -160,8 +177,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("video", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                               help="render a synthetic dashcam drive to an .mp4")
     p.add_argument("--out", type=Path, default=Path("drive.mp4"), help="output video (.mp4, mp4v codec)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the drive")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second")
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="length of the drive")
+    p.add_argument("--fps", type=positive_float, default=30.0, help="frames per second")
     p.add_argument("--size", type=parse_size, default="1640x590", help="frame size WIDTHxHEIGHT")
-    p.add_argument("--seed", type=int, default=0, help="drive seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="drive seed")
     p.set_defaults(func=_run)

@@ -10,12 +10,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 from distill.config import ConfigError, load_config
 from distill.train_config import TrainConfig
+from runtime.cli import catch_stop_signals
 
 SKIP_DIR = ".skipped"          # per-process skip logs while the run is going (see distill.data.dataset)
 
@@ -27,19 +27,6 @@ def _load(args: argparse.Namespace) -> TrainConfig:
     if args.out:
         overrides.append(f"out={args.out}")
     return load_config(TrainConfig, args.config, overrides)
-
-
-def _stop_like_ctrl_c(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _catch_stop_signals() -> None:
-    """Ctrl-C, ``kill -INT`` and a scheduler's SIGTERM all save a checkpoint and stop the run.
-
-    SIGINT is set explicitly: a run started in the background (``cmd &``) inherits it ignored.
-    """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
 
 def check_device(device: str) -> None:
@@ -116,7 +103,7 @@ def _run(args: argparse.Namespace, need_methods: bool) -> int:
     check_device(cfg.device)
     print(f"training {cfg.model.name} -> {cfg.out}", file=sys.stderr)
     skips = SkipLog(Path(cfg.out)) if cfg.data.options.get("skip_bad") else None
-    _catch_stop_signals()
+    catch_stop_signals()            # Ctrl-C / SIGTERM save a checkpoint and stop (the Trainer catches it)
     try:
         metrics = train(cfg)
     except KeyboardInterrupt:          # the Trainer saved last.pt and said so

@@ -184,8 +184,35 @@ def report_error(prog: str, exc: BaseException) -> int:
     return EXIT_BUG
 
 
+def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def catch_stop_signals() -> dict[int, Any]:
+    """Ctrl-C, ``kill -INT`` and ``kill`` (SIGTERM) all raise ``KeyboardInterrupt``, so writers
+    clean their temporaries. SIGINT is set explicitly: ``cmd &`` in a script inherits it ignored.
+    Returns the previous handlers (empty off the main thread, where signals cannot be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, _stop_like_ctrl_c)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def guarded(prog: str, fn: Callable[[], Any], debug: bool = False) -> int:
-    """Run ``fn()`` inside the error boundary; its return value (None = 0) becomes the exit code."""
+    """Run ``fn()`` inside the error boundary; its return value (None = 0) becomes the exit code.
+
+    Ctrl-C and SIGTERM end it with exit code 130 (after ``fn``'s own cleanup ran)."""
+    previous = catch_stop_signals()
     try:
         rc = fn()
     except KeyboardInterrupt:
@@ -203,6 +230,8 @@ def guarded(prog: str, fn: Callable[[], Any], debug: bool = False) -> int:
         if debug:
             raise
         return report_error(prog, exc)
+    finally:
+        _restore_signals(previous)
     return int(rc or 0)
 
 

@@ -82,6 +82,8 @@ def _run_cmd(args: argparse.Namespace) -> int:
     stages = "  ".join(f"{k} {v['mean']:.2f}" for k, v in lat.items() if v.get("n"))
     print(f"{s['frames']} frames ({s['frames_decoded']} decoded, {s['dropped']} dropped, {s['corrupt']} corrupt) "
           f"in {s['wall_s']:.1f} s: {s['fps']:.1f} FPS; mean ms: {stages}")
+    for item in s.get("source", {}).get("corrupt_files", []):
+        print(f"corrupt: {item}")
     print(f"ended: {s['end_reason']}")
     for kind, path in s["outputs"].items():
         if path:

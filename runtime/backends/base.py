@@ -104,6 +104,7 @@ class Backend(ABC):
 # name -> "module:Class"; imported only when chosen, so a missing library breaks nothing else.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "runtime.backends.openvino:OpenVinoBackend",
     "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
     "torch": "runtime.backends.torch:TorchBackend",
 }
@@ -129,7 +130,7 @@ def choose_backend(model: str | Path, backend: str = "auto") -> str:
         return natural
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(sorted(BACKENDS))}")
-    if natural is not None and natural != backend:
+    if natural is not None and natural != backend and suffix not in backend_class(backend).suffixes:
         raise BackendError(f"{model}: a {suffix} file runs on the {natural} backend, not {backend}")
     return backend
 
@@ -172,3 +173,23 @@ def check_against_meta(backend: Backend, meta: ModelMeta) -> None:
     if missing:
         raise MetadataError(f"{backend.path}: sidecar lists output(s) {missing} the model lacks "
                             f"(model outputs: {sorted(names)})")
+    check_output_shapes(backend, meta)
+
+
+def _fixed(d: Any) -> bool:
+    return isinstance(d, int) and not isinstance(d, bool) and d > 0
+
+
+def check_output_shapes(backend: Backend, meta: ModelMeta) -> None:
+    """Each output's rank, and every dim both the model and the sidecar fix, must agree: lanes
+    decoded from a model with other class counts or sizes than its sidecar says would be garbage."""
+    model = {o.name: list(o.shape) for o in backend.outputs}
+    for spec in meta.outputs:
+        got, want = model.get(spec.name), list(spec.shape)
+        if got is None or not want or not got:
+            continue
+        bad = len(got) != len(want) or any(_fixed(g) and _fixed(w) and g != w for g, w in zip(got, want))
+        if bad:
+            raise MetadataError(f"{backend.path}: output {spec.name!r} has shape {got}, but its sidecar "
+                                f"{backend.path.with_suffix('.json').name} says {want}; the sidecar belongs "
+                                f"to another model (export them together)")
