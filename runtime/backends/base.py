@@ -104,7 +104,6 @@ class Backend(ABC):
 # name -> "module:Class"; imported only when chosen, so a missing library breaks nothing else.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "runtime.backends.openvino:OpenVinoBackend",
     "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
     "torch": "runtime.backends.torch:TorchBackend",
 }
@@ -130,7 +129,7 @@ def choose_backend(model: str | Path, backend: str = "auto") -> str:
         return natural
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(sorted(BACKENDS))}")
-    if natural is not None and natural != backend and suffix not in backend_class(backend).suffixes:
+    if natural is not None and natural != backend:
         raise BackendError(f"{model}: a {suffix} file runs on the {natural} backend, not {backend}")
     return backend
 
