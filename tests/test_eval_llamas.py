@@ -17,7 +17,7 @@ from distill.data.llamas import llamas_label_rows, llamas_row_xs
 from distill.data.sample import DataError
 from distill.eval.culane import read_lanes_like_official
 from distill.eval.llamas import evaluate_llamas, interpolate_lane, llamas_counts
-from runtime.lane_io import LaneFileError, read_culane_lines
+from runtime.lane_io import LaneFileError, read_culane_lines, write_culane_lines
 
 DRIVE = "images-2014-12-22-12-35-10_mapping_280S_ramps"
 
@@ -180,11 +180,17 @@ def test_gt_lane_entirely_above_the_evaluated_rows_is_an_unmatchable_miss(tmp_pa
     assert counts(res) == (1, 1, 1, 1) and res["gt_lanes_above_rows"] == 1
 
 
-def test_both_lanes_drawn_as_nothing_do_not_stop_the_matching():
-    with pytest.raises(ValueError):                          # what a 0/0 IoU would do to the matching
+def test_both_lanes_drawn_as_nothing_do_not_stop_the_matching(tmp_path):
+    with pytest.raises(ValueError):                          # what a 0/0 IoU does to the official matching
         linear_sum_assignment(np.array([[np.nan]]))
     point = np.array([[600.0, 700.0], [600.0, 700.0]])
     assert llamas_counts([point], [np.zeros((0, 2))]) == (0, 1, 1)
+    # per-row GT and a prediction, both beyond the right edge of the 1276 px canvas
+    ys = np.arange(300, 717, dtype=np.float64)
+    write_culane_lines(tmp_path / "anno" / "a.lines.txt", [np.stack([np.full_like(ys, 1400), ys], 1)])
+    write_culane_lines(tmp_path / "pred" / "a.lines.txt", [[[1500, 716], [1510, 600]], [[600, 716], [610, 600]]])
+    res = evaluate_llamas(tmp_path / "anno", tmp_path / "pred")
+    assert counts(res) == (1, 0, 2, 1) and res["empty_iou_pairs"] == 1
 
 
 def test_label_lane_with_empty_marker_list_is_dropped_and_counted(tmp_path):

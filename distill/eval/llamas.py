@@ -38,7 +38,8 @@ Inputs the official script stops on, and what this module does instead (counts i
   image out of the scores (``skipped_images``; the reasons in ``bad``, label name -> messages).
 - Odd number of values or a value that is not a finite number in a lane file (``IndexError`` /
   ``ValueError``, or NaN into ``splprep``): LaneFileError naming the file and line.
-- Two lanes both drawn as nothing (IoU 0/0, which ``linear_sum_assignment`` refuses): IoU 0.
+- A predicted and a GT lane both drawn as nothing, e.g. both beyond the image's right edge (IoU
+  0/0, a NaN that ``linear_sum_assignment`` refuses): IoU 0; ``empty_iou_pairs``.
 """
 from __future__ import annotations
 
@@ -101,23 +102,31 @@ def _draw(lane: np.ndarray, width: int, img_size: tuple[int, int]) -> np.ndarray
 def llamas_counts(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], width: int = 30,
                   iou_threshold: float = 0.5, img_size: tuple[int, int] = IMG_SIZE) -> tuple[int, int, int]:
     """(tp, fp, fn) for one image. ``pred``: lanes of >= 2 points; ``gt``: per-row GT lanes."""
+    return _counts(pred, gt, width, iou_threshold, img_size)[:3]
+
+
+def _counts(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray], width: int, iou_threshold: float,
+            img_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, pairs of lanes both drawn as nothing) for one image."""
     pred = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in pred]
     pred = [p for p in pred if len(p) >= 2]
     gt = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in gt]
     if len(pred) == 0:
-        return 0, 0, len(gt)
+        return 0, 0, len(gt), 0
     if len(gt) == 0:
-        return 0, len(pred), 0
+        return 0, len(pred), 0, 0
     pm = [_draw(interpolate_lane(p), width, img_size) for p in pred]
     gm = [_draw(g, width, img_size) for g in gt]
     ious = np.zeros((len(pm), len(gm)))
+    empty = 0
     for i, a in enumerate(pm):
         for j, b in enumerate(gm):
             union = (a | b).sum()
             ious[i, j] = (a & b).sum() / union if union else 0.0    # both drawn as nothing: no match
+            empty += not union
     rows, cols = linear_sum_assignment(1 - ious)
     tp = int((ious[rows, cols] > iou_threshold).sum())
-    return tp, len(pred) - tp, len(gt) - tp
+    return tp, len(pred) - tp, len(gt) - tp, empty
 
 
 def _gt_and_pred_files(anno_root: Path, pred_root: Path) -> list[tuple[str, Path, Path]]:
@@ -177,7 +186,7 @@ def evaluate_llamas(anno_root: str | Path, pred_root: str | Path, width: int = 3
         raise FileNotFoundError(f"no label .json or .lines.txt ground truth under {anno_root}")
     tp = fp = fn = 0
     notes = dict.fromkeys(("missing_predictions", "point_predictions", "gt_lanes_above_rows",
-                           "empty_marker_lanes", "skipped_lanes", "skipped_images"), 0)
+                           "empty_marker_lanes", "empty_iou_pairs", "skipped_lanes", "skipped_images"), 0)
     bad: dict[str, list[str]] = {}
     missing: list[Path] = []
     rows = []
@@ -201,8 +210,9 @@ def evaluate_llamas(anno_root: str | Path, pred_root: str | Path, width: int = 3
         notes["gt_lanes_above_rows"] += sum(1 for g in gt.lanes if len(g) < 2)
         notes["empty_marker_lanes"] += gt.empty_lanes
         notes["skipped_lanes"] += len(gt.skipped)
-        c = llamas_counts(pred, gt.lanes, width, iou_threshold, img_size)
+        c = _counts(pred, gt.lanes, width, iou_threshold, img_size)
         tp, fp, fn = tp + c[0], fp + c[1], fn + c[2]
+        notes["empty_iou_pairs"] += c[3]
         if per_image:
             rows.append({"name": name, "tp": c[0], "fp": c[1], "fn": c[2]})
     notes["missing_predictions"] = len(missing)
