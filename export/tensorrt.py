@@ -87,8 +87,9 @@ def check_precision(onnx_path: Path, meta: ModelMeta, requested: str | None) -> 
         else:
             how = (f"python -m export quantize {onnx_path} {stem}_int8.onnx --precision int8 --target tensorrt "
                    f"--frames FRAMES")
-        raise ExportError(f"{onnx_path} is a {found} ONNX, asked for a {requested} engine: TensorRT 10/11 take the "
-                          f"precision from the ONNX (no builder flags); make one first with `{how}` and build from it")
+        raise ExportError(f"{onnx_path} is an {found.upper()} ONNX, asked for an {requested.upper()} engine: "
+                          f"TensorRT 10/11 take the precision from the ONNX (no builder flags); make one first "
+                          f"with `{how}` and build from it")
     if found == "int8":
         target = (meta.extra.get("quantization") or {}).get("target")
         problems = qdq_violations(onnx_path) if target != "tensorrt" else []

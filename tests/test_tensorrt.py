@@ -55,7 +55,7 @@ def test_missing_tensorrt_names_the_gpu_extra(fp32_onnx, tmp_path):
 
 def test_fp32_onnx_asked_for_int8_names_the_quantize_command(fp32_onnx, tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(ExportError, match=r"fp32 ONNX.*export quantize .*--precision int8 --target tensorrt"):
+    with pytest.raises(ExportError, match=r"an FP32 ONNX, asked for an INT8 engine.*export quantize .*--precision int8 --target tensorrt"):
         build_engine(fp32_onnx, tmp_path / "m.engine", precision="int8")
     with pytest.raises(ExportError, match=r"export quantize .*--precision fp16"):
         build_engine(fp32_onnx, tmp_path / "m.engine", precision="fp16")
