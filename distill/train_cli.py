@@ -29,6 +29,11 @@ def _load(args: argparse.Namespace) -> TrainConfig:
     return load_config(TrainConfig, args.config, overrides)
 
 
+def _catch_stop_signals() -> None:
+    """Ctrl-C, ``kill -INT`` and SIGTERM raise ``KeyboardInterrupt`` (kept for ``distill.qat_cli``)."""
+    catch_stop_signals()
+
+
 def check_device(device: str) -> None:
     """Refuse a ``device`` torch cannot parse or that is not here, naming the config key."""
     import torch
@@ -103,7 +108,7 @@ def _run(args: argparse.Namespace, need_methods: bool) -> int:
     check_device(cfg.device)
     print(f"training {cfg.model.name} -> {cfg.out}", file=sys.stderr)
     skips = SkipLog(Path(cfg.out)) if cfg.data.options.get("skip_bad") else None
-    catch_stop_signals()            # Ctrl-C / SIGTERM save a checkpoint and stop (the Trainer catches it)
+    _catch_stop_signals()           # Ctrl-C / SIGTERM save a checkpoint and stop (the Trainer catches it)
     try:
         metrics = train(cfg)
     except KeyboardInterrupt:          # the Trainer saved last.pt and said so

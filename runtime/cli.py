@@ -35,6 +35,10 @@ _DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk
 _OS_EXPECTED = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 _BUG_NAMES = {"TypeError", "AttributeError", "IndexError", "KeyError", "NameError", "AssertionError",
               "ZeroDivisionError", "RuntimeError", "UnboundLocalError", "RecursionError", "NotImplementedError"}
+# The factories that build what a recipe names: a KeyError (unknown name) or TypeError (unknown
+# keyword) raised right there is the recipe's mistake, not a bug.
+_FACTORY_FILES = tuple(os.path.join("distill", *p) for p in (("registry.py",), ("models", "base.py"),
+                                                             ("methods", "base.py")))
 _WORKER_MARK = "Original Traceback (most recent call last):"
 
 
@@ -163,8 +167,11 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, MemoryError) or cls.__name__ == "OutOfMemoryError":
         first = str(exc).strip().split("\n")[0]
         return f"out of memory{': ' + first if first else ''} (try a smaller batch, input size or model)"
-    if isinstance(exc, KeyError) and _raised_in(exc, os.path.join("distill", "registry.py")):
-        return str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc, (KeyError, TypeError)) and any(_raised_in(exc, f) for f in _FACTORY_FILES):
+        msg = str(exc.args[0]) if exc.args else str(exc)
+        if isinstance(exc, KeyError) or "argument" in msg:     # an unknown name, or a misspelt option
+            return msg + (" (check the model's kwargs / the method's parameters in the recipe)"
+                          if isinstance(exc, TypeError) else "")
     if _own(cls) or isinstance(exc, ValueError) or _from_library(cls):
         msg = str(exc).strip()
         return msg or cls.__name__

@@ -149,6 +149,14 @@ CASES = [
      "no tusimple split"),
     ("list-unknown-model", distill, lambda a: ["train", "--config", str(a["dir"] / "badmodel.yaml")], 2,
      "no_such_net"),
+    ("model-kwarg-typo", distill, lambda a: ["train", "--config", str(a["dir"] / "kwarg.yaml")], 2, "'widht'"),
+    ("method-param-typo", distill, lambda a: ["distill", "--config", str(a["dir"] / "param.yaml")], 2, "'betaa'"),
+    ("teacher-unsafe-pickle", distill, lambda a: ["distill", "--config", str(a["dir"] / "teacher.yaml")], 2,
+     "evil.pt: not a lanekd checkpoint"),
+    ("eval-json-unwritable", distill, lambda a: ["eval", "--metric", "culane", "--anno-root", str(_eval_anno(a["dir"])),
+                                                 "--pred-root", str(_eval_anno(a["dir"])), "--list",
+                                                 str(a["dir"] / "list.txt"), "--json", "/proc/lanekd/r.json"], 2,
+     "/proc/lanekd"),
     ("run-model-missing", runtime, lambda a: ["run", "--model", str(a["dir"] / "none.onnx"), "--source", str(a["imgs"])],
      2, "none.onnx"),
     ("run-model-garbage", runtime, lambda a: ["run", "--model", str(a["garbage"]), "--source", str(a["imgs"])], 2,
@@ -170,7 +178,17 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def configs(art) -> None:
+    from distill.data.synth import SceneConfig, write_culane
+
     d = art["dir"]
+    data = write_culane(d / "data", 4, cfg=SceneConfig(width=128, height=64), splits=(0.5, 0.5, 0), progress=False)
+    base = {"out": str(d / "run"), "steps": 1, "model": {"name": "enet"},
+            "data": {"root": str(data), "input_size": [32, 64], "batch_size": 2, "num_workers": 0}}
+    recipes = {"kwarg": {"model": {"name": "enet", "kwargs": {"widht": 2}}},
+               "param": {"methods": [{"name": "at", "weight": 1.0, "betaa": 3}]},
+               "teacher": {"teacher": {"checkpoint": str(art["evil"])}, "methods": [{"name": "kd", "weight": 1.0}]}}
+    for name, over in recipes.items():
+        (d / f"{name}.yaml").write_text(json.dumps({**base, **over}))
     (d / "dev.yaml").write_text("out: x\ndevice: 'cuda:99'\n")
     (d / "dev2.yaml").write_text("out: x\ndevice: toaster\n")
     (d / "badmodel.yaml").write_text(f"out: {d / 'bm'}\nmodel: {{name: no_such_net}}\ndata: {{root: {d / 'nodata'}}}\n")
