@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from runtime.backends.base import BACKENDS, BackendError
+from runtime.cli import non_negative_int, positive_int
 from runtime.metadata import MetadataError
 from runtime.sinks import SinkError
 from runtime.sources import SourceError
@@ -21,7 +22,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
                    help="inference backend; auto picks it from the model suffix")
     p.add_argument("--providers", nargs="+", default=None,
                    help="onnxruntime providers in order (cpu, cuda, tensorrt); default: CUDA if available, then CPU")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for the backend (default: its own)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads for the backend (default: its own)")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,8 +36,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--summary", default=None, help="summary JSON (frames, drops, FPS, per-stage latency)")
     _backend_args(p)
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window (needs a display)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--max-corrupt", type=int, default=30, help="unreadable frames in a row that end the run")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    p.add_argument("--max-corrupt", type=non_negative_int, default=30,
+                   help="unreadable frames in a row that end the run")
     p.add_argument("--live", choices=["auto", "yes", "no"], default="auto",
                    help="newest-frame-wins reading (auto: for cameras and streams)")
     p.add_argument("--no-hud", action="store_true", help="do not draw the FPS / latency overlay")
@@ -45,9 +48,14 @@ def add_parser(subparsers: Any) -> None:
                               formatter_class=_FMT, description=_bench_cmd.__doc__)
     b.add_argument("--model", action="append", required=True, help="model to benchmark; repeat to compare")
     b.add_argument("--source", required=True, help="a video file or image folder (real frames)")
-    b.add_argument("--frames", type=int, default=200, help="timed frames per model")
-    b.add_argument("--warmup", type=int, default=20, help="untimed frames first")
+    b.add_argument("--frames", type=positive_int, default=200, help="timed frames per model")
+    b.add_argument("--warmup", type=non_negative_int, default=20, help="untimed frames first")
     _backend_args(b)
+    b.add_argument("--backends", default=None, metavar="LIST",
+                   help="'all' (every backend available here that runs the model files) or a comma list "
+                        "(e.g. onnxruntime,openvino): each model on each, side by side, the winner named")
+    b.add_argument("--rounds", type=positive_int, default=3,
+                   help="with --backends: interleaved timing rounds (the median is reported)")
     b.add_argument("--json", default=None, help="write the report here")
     b.add_argument("--png", default=None, help="write the chart here")
     b.add_argument("--no-pipelined", action="store_true", help="skip the threaded-pipeline throughput run")

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.backends.base import BACKENDS, backend_class
+from runtime.backends.base import BACKENDS, SUFFIXES, auto_onnx_backend, backend_class
 from runtime.bench import _pkg_version, gpu_info, is_jetson, jetson_power_mode
 from runtime.sinks import has_display
 
@@ -33,6 +33,7 @@ def doctor() -> dict[str, Any]:
                 entry["version"] = cls.version()
             else:
                 entry["reason"] = {"onnxruntime": "onnxruntime is not installed",
+                                   "openvino": "openvino is not installed (pip install .[openvino])",
                                    "tensorrt": "tensorrt and/or cuda-python are not installed",
                                    "torch": "torch is not installed"}[name]
         except Exception as exc:     # a library that is installed but broken
@@ -41,12 +42,17 @@ def doctor() -> dict[str, Any]:
     if backends["onnxruntime"].get("available"):
         from runtime.backends.onnxruntime import OnnxRuntimeBackend
         backends["onnxruntime"]["providers"] = OnnxRuntimeBackend.available_providers()
+    if backends["openvino"].get("available"):
+        from runtime.backends.openvino import OpenVinoBackend
+        backends["openvino"]["devices"] = OpenVinoBackend.devices()
     report: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(),
         "numpy": np.__version__, "opencv": cv2.__version__,
         "opencv_video_backends": _cv2_video_backends(),
         "cuda-python": _pkg_version("cuda-python") or ("installed" if importlib.util.find_spec("cuda") else None),
         "backends": backends, "gpus": gpu_info(), "display": has_display(),
+        "auto": {suffix: (auto_onnx_backend() if natural == "onnxruntime" else natural)
+                 for suffix, natural in SUFFIXES.items()},
     }
     if is_jetson():
         report["jetson_power_mode"] = jetson_power_mode()
@@ -60,9 +66,11 @@ def format_doctor(report: dict[str, Any]) -> str:
     for name, b in report["backends"].items():
         if b.get("available"):
             extra = f"  providers: {', '.join(b['providers'])}" if b.get("providers") else ""
+            extra += f"  devices: {', '.join(b['devices'])}" if b.get("devices") else ""
             lines.append(f"  [ok]  {name:12s} {b.get('version', '')}{extra}")
         else:
             lines.append(f"  [--]  {name:12s} {b.get('reason', '')}")
+    lines.append("--backend auto: " + ", ".join(f"{k} -> {v}" for k, v in report["auto"].items()))
     lines.append(f"cuda-python: {report['cuda-python'] or 'not installed'}")
     gpus = report["gpus"]
     lines.append("GPUs: " + (", ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in gpus)

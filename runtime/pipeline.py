@@ -1,5 +1,6 @@
-"""The real-time pipeline: decode+preprocess -> infer -> postprocess+draw+write, one thread each,
-joined by bounded queues so decoding and drawing overlap inference.
+"""The real-time pipeline: decode+preprocess -> infer -> postprocess+draw -> video encode, one
+thread each, joined by bounded queues so decoding, drawing and encoding overlap inference (OpenCV's
+decode and encode and the backends' inference release the GIL, so the threads really run at once).
 
 ``run()`` is the public entry point (the CLI's ``run`` command wraps it; tests call it). It opens
 everything first -- model and sidecar, source, outputs -- so bad input fails before any frame,
@@ -21,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from runtime.backends.base import Backend, check_against_meta, create_backend
+from runtime.backends.base import Backend, BackendError, check_against_meta, create_backend
 from runtime.geometry import Geometry
 from runtime.metadata import MetadataError, ModelMeta, sidecar_path
 from runtime.overlay import Overlay
@@ -154,8 +155,7 @@ def load_model(model: str | Path, backend: str = "auto", providers: Sequence[str
         opts["threads"] = int(threads)
     if str(path.suffix).lower() in (".pt2", ".pt", ".pth"):
         opts["meta"] = meta
-    be = create_backend(path, backend, output_names=decoder.fetch, **opts)
-    be.open()
+    be = _open_backend(path, backend, decoder.fetch, opts)
     try:
         check_against_meta(be, meta)
         pre = Preprocessor(meta, buffers=buffers)
@@ -163,6 +163,25 @@ def load_model(model: str | Path, backend: str = "auto", providers: Sequence[str
         be.close()
         raise
     return LoadedModel(meta, be, pre, decoder)
+
+
+def _open_backend(path: Path, backend: str, fetch: Sequence[str], opts: dict[str, Any]) -> Backend:
+    """Create and open the backend. ``auto`` with ONNX Runtime options (``providers``) means ONNX
+    Runtime; ``auto`` on a quantised file OpenVINO cannot compile falls back to ONNX Runtime and
+    says why in ``describe()["auto"]``, since auto promises the fastest path that runs."""
+    if backend == "auto" and opts.get("providers") and path.suffix.lower() == ".onnx":
+        backend = "onnxruntime"
+    be = create_backend(path, backend, output_names=fetch, **opts)
+    try:
+        return be.open()
+    except BackendError as exc:
+        from runtime.backends.openvino import OpenVinoCrash
+
+        if backend != "auto" or not isinstance(exc, OpenVinoCrash):
+            raise
+        be = create_backend(path, "onnxruntime", output_names=fetch, **opts).open()
+        be.auto_note = f"openvino skipped: {exc}"
+        return be
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +254,7 @@ class _Item:
 
 
 class _Runner:
-    """Holds the three stage threads of one ``run()`` and what they share."""
+    """Holds the stage threads of one ``run()`` and what they share."""
 
     def __init__(self, lm: LoadedModel, source: Source, video: VideoSink | None, lanes: LaneLogSink | None,
                  window: WindowSink | None, stats: StageStats, hud: bool, queue_size: int,
@@ -244,6 +263,7 @@ class _Runner:
         self.stats, self.hud, self.max_frames = stats, hud, max_frames
         self.q_in: queue.Queue = queue.Queue(maxsize=queue_size)
         self.q_out: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.q_video: queue.Queue = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.decoded = 0
@@ -320,8 +340,6 @@ class _Runner:
                 self.overlay.draw(img, res.lanes, res.classes, item.geometry.crop_top,
                                   self._hud_lines() if self.hud else None)
             t2 = time.perf_counter()
-            if self.video is not None:
-                self.video.write(img)
             if self.lanes is not None:
                 ts = item.frame.index / fps_src if fps_src > 0 else t0 - t_start
                 self.lanes.write(item.frame.index, ts, res.lanes, res.exist)
@@ -329,13 +347,33 @@ class _Runner:
             t3 = time.perf_counter()
             self.stats.add("postprocess", t1 - t0)
             self.stats.add("draw", t2 - t1)
-            self.stats.add("write", t3 - t2)
-            self.done += 1
-            self._tick(t3)
+            if self.video is not None:             # encoded on its own thread, which adds "write"
+                _put(self.q_video, (img, t3 - t2), self.stop)
+            else:
+                self.stats.add("write", t3 - t2)
+                self._done(t3)
             if not keep_going:
                 self.end_reason = "window closed by the user"
                 self.stop.set()
                 return
+
+    def encode(self) -> None:
+        """Video encoding, off the drawing thread: the frame drawn last is encoded while the next
+        one is post-processed and drawn. ``done`` counts frames once they are in the file."""
+        while True:
+            item = _get(self.q_video, self.stop)
+            if item is _END:
+                return
+            img, other_writes = item
+            t0 = time.perf_counter()
+            self.video.write(img)
+            t1 = time.perf_counter()
+            self.stats.add("write", other_writes + t1 - t0)
+            self._done(t1)
+
+    def _done(self, now: float) -> None:
+        self.done += 1
+        self._tick(now)
 
     def _tick(self, now: float) -> None:
         if self._t_last:
@@ -352,7 +390,11 @@ class _Runner:
     def start(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self._guard(self.decode, self.q_in), name="lanekd-decode", daemon=True),
                    threading.Thread(target=self._guard(self.infer, self.q_out), name="lanekd-infer", daemon=True),
-                   threading.Thread(target=self._guard(self.finish, None), name="lanekd-write", daemon=True)]
+                   threading.Thread(target=self._guard(self.finish, self.q_video if self.video else None),
+                                    name="lanekd-draw", daemon=True)]
+        if self.video is not None:
+            threads.append(threading.Thread(target=self._guard(self.encode, None), name="lanekd-encode",
+                                            daemon=True))
         for t in threads:
             t.start()
         return threads
@@ -366,15 +408,23 @@ def run(model: str | Path, source: str | int, out: str | Path | None = None, jso
 
     Returns the summary: frames in and out, dropped and corrupt counts, throughput FPS, per-stage
     latency (ms), why the run ended, and ``error`` (a message) when it ended on one -- too many
-    corrupt frames in a row, for instance. Everything written so far is kept in every case;
-    Ctrl-C stops cleanly (``end_reason`` says so) and other exceptions re-raise after clean-up.
+    corrupt frames in a row, for instance. Everything written so far is kept in every case.
+    Ctrl-C stops the stage threads, waits for the encoder to finish the frame it is on, closes the
+    video (a playable file with every frame written so far), writes the summary (``end_reason``
+    says so) and re-raises ``KeyboardInterrupt``, so the command exits non-zero; other exceptions
+    also re-raise after clean-up. Counts must be positive (``ValueError`` naming the range).
     """
+    for name, value, low in (("max_frames", max_frames, 1), ("max_corrupt", max_corrupt, 0),
+                             ("queue_size", queue_size, 1), ("threads", threads, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     for p in (out, jsonl, summary):
         if p is not None and Path(p).resolve() == Path(model).resolve():
             raise SinkError(f"{p}: output would overwrite the model")
     src = open_source(source, live=live, max_corrupt=max_corrupt)
     qsize = 1 if src.is_live else max(1, queue_size)
     sinks: list[Any] = []
+    workers: list[threading.Thread] = []
     lm = None
     try:
         lm = load_model(model, backend, providers, threads, buffers=2 * qsize + 3)
@@ -404,12 +454,12 @@ def run(model: str | Path, source: str | int, out: str | Path | None = None, jso
         except KeyboardInterrupt:
             interrupted = True
             runner.stop.set()
-            for t in workers:
-                t.join(timeout=5.0)
+            _join_after_interrupt(workers)
         wall = time.perf_counter() - t0
     finally:
+        writers_alive = any(t.is_alive() and t.name in _WRITERS for t in workers)
         for s in sinks:
-            if s is not None:
+            if s is not None and not writers_alive:    # never close a sink under a thread writing to it
                 s.close()
         src.close()
         if lm is not None:
@@ -435,6 +485,23 @@ def run(model: str | Path, source: str | int, out: str | Path | None = None, jso
     }
     if summary is not None:
         write_json(summary, result)
+    if interrupted:
+        raise KeyboardInterrupt
     if fatal:
         raise fatal[0]
     return result
+
+
+_WRITERS = ("lanekd-draw", "lanekd-encode")
+
+
+def _join_after_interrupt(workers: Sequence[threading.Thread], timeout: float = 10.0) -> None:
+    """Wait for the stage threads to see the stop flag (each polls it every 50 ms); a second
+    Ctrl-C meanwhile does not cut the wait short, so the sinks are never closed under a writer."""
+    deadline = time.perf_counter() + timeout
+    while any(t.is_alive() for t in workers) and time.perf_counter() < deadline:
+        try:
+            for t in workers:
+                t.join(timeout=0.1)
+        except KeyboardInterrupt:
+            continue

@@ -364,3 +364,49 @@ def test_tensorrt_backend_matches_onnxruntime(art, tmp_path):
     for graph in (False, True):
         with create_backend(engine, cuda_graph=graph) as t, create_backend(art["plain"]) as o:
             np.testing.assert_allclose(t.infer({"input": x})["probs"], o.infer({"input": x})["probs"], atol=1e-4)
+
+
+def test_ctrl_c_closes_the_video_cleanly_and_exits_non_zero(art, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the encoder thread is writing: the main thread waits for it before closing the
+    video (no close under a writer), the video plays with every frame counted, the summary says
+    interrupted, no temp file is left, and the command exits 130."""
+    import _thread
+
+    from runtime.cli import main
+    from runtime.sinks import VideoSink
+
+    real_write = VideoSink.write
+    calls = []
+
+    def slow_write(self, frame):
+        calls.append(1)
+        if len(calls) == 3:
+            _thread.interrupt_main()            # what SIGINT does, while this thread is mid-write
+        time.sleep(0.05)
+        real_write(self, frame)
+
+    monkeypatch.setattr(VideoSink, "write", slow_write)
+    long_video = write_video(tmp_path / "long.mp4", 60)
+    out, summ = tmp_path / "o" / "out.mp4", tmp_path / "o" / "s.json"
+    rc = main("python -m runtime", "", ["runtime.commands"],
+              ["run", "--model", str(art["plain"]), "--source", str(long_video), "--out", str(out),
+               "--summary", str(summ)])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    s = json.loads(summ.read_text())
+    assert s["end_reason"] == "interrupted (Ctrl-C)" and 3 <= s["frames"] < 60
+    assert len(read_video(out)) == s["frames"] == len(calls)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out.mp4", "s.json"]
+
+
+@pytest.mark.parametrize("flag, value", [("--max-frames", "-1"), ("--max-frames", "0"), ("--max-corrupt", "-2"),
+                                         ("--threads", "0")])
+def test_run_refuses_counts_out_of_range(art, tmp_path, capsys, flag, value):
+    from runtime.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main("python -m runtime", "", ["runtime.commands"],
+             ["run", "--model", str(art["plain"]), "--source", str(art["video"]), flag, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and flag in err and (">= 1" in err or ">= 0" in err)
+    with pytest.raises(ValueError, match="max_frames must be an integer >= 1"):
+        run(art["plain"], str(art["video"]), max_frames=-1)

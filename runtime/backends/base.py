@@ -91,8 +91,26 @@ class Backend(ABC):
     def version(cls) -> str:
         return ""
 
+    auto_note: str = ""                      # why ``auto`` did not pick its first choice, if so
+
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": str(self.path), "version": self.version()}
+        d = {"backend": self.name, "model": str(self.path), "version": self.version()}
+        if self.auto_note:
+            d["auto"] = self.auto_note
+        return d
+
+    def _feeds_as_declared(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs from ``feeds``; float arrays cast to the declared float type (an
+        FP16-input model fed the float32 pre-processing)."""
+        out = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise BackendError(f"{self.path}: missing input {spec.name!r}")
+            arr = feeds[spec.name]
+            if arr.dtype.name != spec.dtype and spec.dtype in ("float16", "float32"):
+                arr = arr.astype(spec.dtype)
+            out[spec.name] = arr
+        return out
 
     def _check_requested(self) -> None:
         names = {o.name for o in self.outputs}
@@ -101,9 +119,19 @@ class Backend(ABC):
             raise BackendError(f"{self.path}: model has no output(s) {missing}; it has {sorted(names)}")
 
 
+def library_imports(module: str) -> bool:
+    """Whether ``module`` imports here (what each backend's ``is_available`` asks)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 # name -> "module:Class"; imported only when chosen, so a missing library breaks nothing else.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "runtime.backends.openvino:OpenVinoBackend",
     "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
     "torch": "runtime.backends.torch:TorchBackend",
 }
@@ -118,6 +146,19 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
+def auto_onnx_backend() -> str:
+    """What ``auto`` runs an ``.onnx`` file on here: ONNX Runtime when it has a GPU provider,
+    else OpenVINO when installed (faster on x86 CPUs: benchmarks/RESULTS.md, CPU paths), else
+    ONNX Runtime on the CPU."""
+    ort = backend_class("onnxruntime")
+    if ort.is_available() and set(ort.available_providers()) & {"CUDAExecutionProvider",
+                                                                "TensorrtExecutionProvider"}:
+        return "onnxruntime"
+    if backend_class("openvino").is_available():
+        return "openvino"
+    return "onnxruntime"
+
+
 def choose_backend(model: str | Path, backend: str = "auto") -> str:
     """The backend for ``model``: from its suffix when ``auto``, else checked against it."""
     suffix = Path(model).suffix.lower()
@@ -126,10 +167,10 @@ def choose_backend(model: str | Path, backend: str = "auto") -> str:
         if natural is None:
             raise BackendError(f"{model}: cannot tell the backend from the suffix {suffix!r}; "
                                f"known: {', '.join(sorted(SUFFIXES))}")
-        return natural
+        return auto_onnx_backend() if natural == "onnxruntime" else natural
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(sorted(BACKENDS))}")
-    if natural is not None and natural != backend:
+    if natural is not None and natural != backend and suffix not in backend_class(backend).suffixes:
         raise BackendError(f"{model}: a {suffix} file runs on the {natural} backend, not {backend}")
     return backend
 

@@ -148,20 +148,9 @@ class OnnxRuntimeBackend(Backend):
         if self.session is None:
             raise BackendError(f"{self.path}: backend not opened (call open() or use `with`)")
 
-    def _cast(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for spec in self.inputs:
-            if spec.name not in feeds:
-                raise BackendError(f"{self.path}: missing input {spec.name!r}")
-            arr = feeds[spec.name]
-            if arr.dtype.name != spec.dtype and spec.dtype in ("float16", "float32"):
-                arr = arr.astype(spec.dtype)        # an FP16-input model fed the float32 pre-processing
-            out[spec.name] = arr
-        return out
-
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._require_open()
-        feeds = self._cast(feeds)
+        feeds = self._feeds_as_declared(feeds)
         names = self.output_names
         if self._binding is None:
             return dict(zip(names, self.session.run(names, feeds)))
