@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
+TEACHER ?= auto
 TEST_ARGS ?=
 
 .PHONY: setup demo test clean
@@ -18,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,openvino]"
 	touch $(STAMP)
 
+# TEACHER=kept|train|auto: the teacher checkpoint kept in recipes/checkpoints/, or trained here (auto: kept
+# where it fits the settings)
 demo: setup
-	$(PY) -m demo --out $(OUT)
+	$(PY) -m demo --out $(OUT) --teacher $(TEACHER)
 
 test: setup
 	$(PY) -m pytest -n 2 -q $(TEST_ARGS)

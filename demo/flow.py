@@ -1,13 +1,21 @@
 """The whole lanekd flow on the embedded default, one step after another.
 
-1 synthetic scenes + dashcam video, 2 teacher and baseline student, 3 distilled student,
-4 evaluation, 5 ONNX FP32 / INT8 export (TensorRT where it imports), 6 the runtime on the video,
-7 FP32 vs INT8 benchmark, 8 the report. Every step reuses what a previous run in the same output
-folder finished (training resumes from its last checkpoint), so a second run is quick.
+1 synthetic scenes + dashcam video, 2 the teacher (by default the kept checkpoint in
+recipes/checkpoints/, which the teacher recipe produced with these settings: see demo.kept_teacher;
+``teacher="train"`` trains it here), 3 baseline and distilled student (side by side, one process and
+one torch thread each, or one after the other), 4 evaluation, 5 ONNX FP32 / INT8 export (TensorRT
+where it imports), 6 the runtime on the video, 7 FP32 vs INT8 benchmark, 8 the report. Every step
+reuses what a previous run in the same output folder finished (training resumes from its last
+checkpoint), so a second run is quick.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +24,8 @@ from typing import Any, Callable
 from distill.config import load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+KEPT_TEACHER = RECIPES / "checkpoints" / "synthetic_teacher_enet.pt"
+TEACHER_MODES = ("auto", "kept", "train")
 
 
 @dataclass
@@ -33,18 +43,28 @@ class DemoSettings:
     student_recipe: str = "synthetic_enet.yaml"
     distill_recipe: str = "synthetic_distill_enet.yaml"
     teacher_recipe: str = "synthetic_teacher.yaml"
+    teacher: str = "auto"              # auto: the kept checkpoint where it fits these settings | kept | train
+    kept_teacher: Path = KEPT_TEACHER
+    side_by_side: bool = True          # train baseline and distilled student at once, one thread each
     timings: dict[str, float] = field(default_factory=dict)
+    loads: dict[str, float] = field(default_factory=dict)   # 1-minute load average at each step's end
+    teacher_origin: str = ""           # for the report: where the teacher came from
 
 
-STEPS = ["data", "teacher", "baseline", "distill", "evaluate", "export", "runtime", "bench", "report"]
+def steps(s: DemoSettings) -> list[str]:
+    students = ["students"] if s.side_by_side else ["baseline", "distill"]
+    return ["data", "teacher", *students, "evaluate", "export", "runtime", "bench", "report"]
 
 
-def _step(s: DemoSettings, index: int, name: str, fn: Callable[[], Any]) -> Any:
-    print(f"\n[{index}/{len(STEPS)}] {name}", flush=True)
+def _step(s: DemoSettings, name: str, fn: Callable[[], Any]) -> Any:
+    names = steps(s)
+    tag = f"[{names.index(name) + 1}/{len(names)}] {name}"
+    print(f"\n{tag}", flush=True)
     t0 = time.perf_counter()
     result = fn()
     s.timings[name] = time.perf_counter() - t0
-    print(f"[{index}/{len(STEPS)}] {name}: done in {s.timings[name]:.1f} s", flush=True)
+    s.loads[name] = os.getloadavg()[0]
+    print(f"{tag}: done in {s.timings[name]:.1f} s (load average {s.loads[name]:.1f})", flush=True)
     return result
 
 
@@ -64,16 +84,107 @@ def make_data(s: DemoSettings) -> tuple[Path, Path]:
     return root, video
 
 
+def overrides(s: DemoSettings, out: Path, steps: int, root: Path, extra: list[str] | None = None) -> list[str]:
+    """The demo's overrides of a recipe: its folders, budget and seed."""
+    return [f"out={out}", f"data.root={root}", f"steps={steps}", f"val_every={steps}",
+            f"ckpt_every={max(10, steps // 5)}", f"seed={s.seed}", *(extra or [])]
+
+
 def train_recipe(s: DemoSettings, recipe: str, out: Path, steps: int, root: Path,
                  extra: list[str] | None = None) -> Path:
     from distill.train import train
     from distill.train_config import TrainConfig
 
-    overrides = [f"out={out}", f"data.root={root}", f"steps={steps}", f"val_every={steps}",
-                 f"ckpt_every={max(10, steps // 5)}", f"seed={s.seed}", *(extra or [])]
     # a finished run is resumed at its last step, so it is reused without training again
-    train(load_config(TrainConfig, RECIPES / recipe, overrides))
+    train(load_config(TrainConfig, RECIPES / recipe, overrides(s, out, steps, root, extra)))
     return out / "best.pt"
+
+
+def train_side_by_side(s: DemoSettings, jobs: list[tuple[str, Path, list[str]]], root: Path) -> list[Path]:
+    """Train ``(recipe, out, extra overrides)`` runs at once, each with ``python -m distill train`` in
+    its own process with one torch thread (small models use a second thread poorly); output goes to
+    ``<out>/train.log``. Ctrl-C stops them all, each saving its checkpoint."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = []
+    for recipe, out, extra in jobs:
+        out.mkdir(parents=True, exist_ok=True)
+        args = [a for o in overrides(s, out, s.student_steps, root, extra) for a in ("--set", o)]
+        with open(out / "train.log", "w") as log:
+            procs.append((subprocess.Popen([sys.executable, "-m", "distill", "train", "--config",
+                                            str(RECIPES / recipe), *args], stdout=log, stderr=subprocess.STDOUT,
+                                           env=env), out))
+        print(f"  training {recipe} -> {out} (log: {out / 'train.log'})", flush=True)
+    try:
+        codes = [p.wait() for p, _ in procs]
+    except KeyboardInterrupt:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p, _ in procs:
+            p.wait()
+        raise
+    for code, (_, out) in zip(codes, procs):
+        if code != 0:
+            lines = (out / "train.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError(f"training {out} failed (exit {code}): {lines[-1] if lines else 'no output'}; "
+                               f"see {out / 'train.log'}")
+    return [out / "best.pt" for _, out in procs]
+
+
+def resolve_teacher(s: DemoSettings) -> str:
+    """``kept`` or ``train``: what ``s.teacher`` means here (``auto`` falls back to training, saying why)."""
+    from demo.kept_teacher import mismatch
+
+    if s.teacher not in TEACHER_MODES:
+        raise ValueError(f"teacher: {s.teacher!r} is not one of {', '.join(TEACHER_MODES)}")
+    if s.teacher == "train":
+        return "train"
+    why = mismatch(s, s.kept_teacher)
+    if why is None:
+        return "kept"
+    if s.teacher == "kept":
+        raise ValueError(f"the kept teacher does not fit these settings: {why}; use --teacher train")
+    print(f"  the kept teacher does not fit these settings ({why}): training the teacher")
+    return "train"
+
+
+def get_teacher(s: DemoSettings, mode: str, root: Path) -> Path:
+    """The kept checkpoint, copied into the run folder with its training curves, or a trained teacher."""
+    from demo.kept_teacher import describe
+
+    if mode == "train":
+        s.teacher_origin = (f"The teacher was trained in this run folder from `recipes/{s.teacher_recipe}` "
+                            f"({s.teacher_steps} steps, seed {s.seed}).")
+        return train_recipe(s, s.teacher_recipe, s.out / "runs" / "teacher", s.teacher_steps, root)
+    from distill.checkpoint import file_sha256, load_checkpoint
+    from distill.plots import plot_curves
+
+    dest = s.out / "runs" / "kept_teacher" / "best.pt"
+    if not dest.is_file() or file_sha256(dest) != file_sha256(s.kept_teacher):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s.kept_teacher, dest)
+        history = load_checkpoint(dest).get("history") or []
+        if history:
+            plot_curves(history, dest.parent / "curves.png")
+    else:
+        print(f"  reusing {dest}")
+    print(f"  the kept teacher {s.kept_teacher} (python -m demo.kept_teacher made it)")
+    s.teacher_origin = describe(s.kept_teacher)
+    return dest
+
+
+def check_distilled_teacher(run: Path, teacher: Path) -> None:
+    """A distilled run folder is resumed or reused only with the teacher it started with: its sha256
+    is stamped in ``<run>/teacher.sha256``."""
+    from distill.checkpoint import file_sha256
+
+    stamp, sha = run / "teacher.sha256", file_sha256(teacher)
+    started = (run / "last.pt").is_file()
+    if (stamp.is_file() and stamp.read_text().strip() != sha) or (started and not stamp.is_file()):
+        raise ValueError(f"{run} was distilled from another teacher than {teacher}; "
+                         f"remove {run} or use another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(sha + "\n")
 
 
 def evaluate(s: DemoSettings, root: Path, models: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -141,22 +252,30 @@ def run_demo(s: DemoSettings) -> Path:
 
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    root, video = _step(s, 1, "data", lambda: make_data(s))
+    mode = resolve_teacher(s)
     runs = s.out / "runs"
-    teacher = _step(s, 2, "teacher", lambda: train_recipe(s, s.teacher_recipe, runs / "teacher", s.teacher_steps, root))
-    baseline = _step(s, 3, "baseline", lambda: train_recipe(s, s.student_recipe, runs / "baseline",
-                                                            s.student_steps, root))
-    distilled = _step(s, 4, "distill", lambda: train_recipe(s, s.distill_recipe, runs / "distilled", s.student_steps,
-                                                            root, [f"teacher.checkpoint={teacher}"]))
+    root, video = _step(s, "data", lambda: make_data(s))
+    teacher = _step(s, "teacher", lambda: get_teacher(s, mode, root))
+    check_distilled_teacher(runs / "distilled", teacher)
+    base_job = (s.student_recipe, runs / "baseline", [])
+    kd_job = (s.distill_recipe, runs / "distilled", [f"teacher.checkpoint={teacher}"])
+    if s.side_by_side:
+        baseline, distilled = _step(s, "students", lambda: train_side_by_side(s, [base_job, kd_job], root))
+    else:
+        baseline = _step(s, "baseline", lambda: train_recipe(s, base_job[0], base_job[1], s.student_steps, root))
+        distilled = _step(s, "distill", lambda: train_recipe(s, kd_job[0], kd_job[1], s.student_steps, root,
+                                                             kd_job[2]))
     ckpts = {"teacher": teacher, "baseline": baseline, "distilled": distilled}
-    scores = _step(s, 5, "evaluate", lambda: evaluate(s, root, ckpts))
-    models, export_scores = _step(s, 6, "export", lambda: export(s, distilled, root))
-    summary = _step(s, 7, "runtime", lambda: run_runtime(s, models["int8"], video))
-    bench_result = _step(s, 8, "bench", lambda: benchmark(s, models, video))
-    report = _step(s, 9, "report", lambda: write_report(s, root, video, ckpts, scores, models,
-                                                                  export_scores, summary, bench_result))
+    scores = _step(s, "evaluate", lambda: evaluate(s, root, ckpts))
+    models, export_scores = _step(s, "export", lambda: export(s, distilled, root))
+    summary = _step(s, "runtime", lambda: run_runtime(s, models["int8"], video))
+    bench_result = _step(s, "bench", lambda: benchmark(s, models, video))
+    report = _step(s, "report", lambda: write_report(s, root, video, ckpts, scores, models,
+                                                      export_scores, summary, bench_result))
     total = time.perf_counter() - t0
-    (s.out / "timings.json").write_text(json.dumps({**s.timings, "total": total}, indent=2))
+    (s.out / "timings.json").write_text(json.dumps({"seconds": {**s.timings, "total": total},
+                                                    "load_average_1min": s.loads, "teacher": mode,
+                                                    "side_by_side": s.side_by_side}, indent=2))
     print(f"\ndemo finished in {total / 60:.1f} min; report: {report}")
     for r in bench_result["models"]:
         print(f"  {Path(r['model']).name}: {r['serial_fps']:.1f} FPS serial, "

@@ -50,7 +50,7 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: dict,
-              artefacts: list[tuple[str, Path]], rel: Any) -> str:
+              artefacts: list[tuple[str, Path]], rel: Any, ckpts: dict[str, Path] | None = None) -> str:
     lines = ["# lanekd demo report", "",
              f"Embedded default: {s.scenes} synthetic road scenes, a {s.video_seconds:g} s synthetic dashcam video.", "",
              "## Accuracy on the synthetic test split", "",
@@ -61,7 +61,7 @@ def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: d
                      f"| {100 * m['miou']:.1f} |")
     gain = 100 * (scores["distilled"]["f1"] - scores["baseline"]["f1"])
     lines += ["", f"Distillation changed the student's F1 by {gain:+.1f} points at the same training budget "
-                  f"({s.student_steps} steps).", "",
+                  f"({s.student_steps} steps).", "", s.teacher_origin, "",
               "## Exported student through the runtime", "",
               "| model | F1 | precision | recall |", "|---|---|---|---|"]
     for name, m in export_scores.items():
@@ -72,7 +72,8 @@ def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: d
                       f"sampling rows, so these F1 differ slightly from the PyTorch table above)."]
     lines += ["", "## Training curves", ""]
     for name in ("teacher", "baseline", "distilled"):
-        lines.append(f"![{name}]({rel(s.out / 'runs' / name / 'curves.png')})")
+        run = ckpts[name].parent if ckpts else s.out / "runs" / name
+        lines.append(f"![{name}]({rel(run / 'curves.png')})")
     lines += ["", "## Frames (input, teacher, baseline, distilled)", "", f"![grid]({rel(s.out / 'grid.png')})", "",
               "## Runtime on the dashcam video", "",
               f"{summary.get('frames')} frames, {summary.get('fps', 0):.1f} FPS through the threaded pipeline "
@@ -86,8 +87,10 @@ def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: d
     sysinfo = bench["system"]
     lines += ["", f"Measured on {sysinfo['cpu']} ({sysinfo['cores']} cores).", "",
               f"![latency]({rel(s.out / 'bench.png')})", "", "## Step timings", "",
-              "| step | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in s.timings.items()]
+              f"On {sysinfo['cpu']} ({sysinfo['cores']} cores); the load average at each step's end says how "
+              f"busy the CPU was (above the core count: other work shared it).", "",
+              "| step | seconds | load average (1 min) |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {s.loads.get(k, float('nan')):.1f} |" for k, v in s.timings.items()]
     lines += ["", "## Artefacts", ""] + [f"- {what}: `{path}`" for what, path in artefacts]
     return "\n".join(lines) + "\n"
 
@@ -141,7 +144,7 @@ def write_report(s: Any, root: Path, video: Path, ckpts: dict[str, Path], scores
                  ("scores", s.out / "scores.json")]
     (s.out / "scores.json").write_text(json.dumps({"pytorch": scores, "runtime": export_scores}, indent=2))
     rel = lambda p: Path(p).resolve().relative_to(s.out.resolve()).as_posix()  # noqa: E731
-    md = _markdown(s, scores, export_scores, summary, bench, artefacts, rel)
+    md = _markdown(s, scores, export_scores, summary, bench, artefacts, rel, ckpts)
     report = s.out / "report.md"
     report.write_text(md)
     (s.out / "report.html").write_text(_html(md, "lanekd demo report"))
