@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from runtime.lane_writers import VideoLaneWriter, finite_json
+from runtime.partial import staged
 
 
 class SinkError(RuntimeError):
@@ -82,13 +83,9 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
     (``NonFiniteError`` naming the field) since JSON has no such numbers."""
     path = check_writable(path)
     text = finite_json(data, str(path), indent=2, default=_jsonable) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with staged(path) as tmp:          # removed on any error; a killed run's is removed next time
         tmp.write_text(text)
         tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -172,8 +172,6 @@ def _open(kind: str, root: Path, split: str, options: Mapping[str, Any], report:
     except DataError as exc:
         report.add("split", f"split {split}: {exc}")
         return None
-    except TypeError as exc:          # a reader option it does not take
-        raise ValueError(f"--option: the {kind} reader {str(exc).split(') ', 1)[-1]}") from None
     for key, msg in reader.bad.items():
         report.add(classify(msg), msg)
     return reader

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import inspect
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -114,24 +115,39 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def build_reader(kind: str, root: str | Path, split: str, **kw: Any) -> Any:
-    """The reader for ``kind`` (one of ``DATASET_KINDS``); ``kw`` goes to its constructor."""
+    """The reader for ``kind`` (one of ``DATASET_KINDS``); ``kw`` goes to its constructor.
+
+    An option the reader does not take is a ``ValueError`` naming it and the valid ones.
+    """
+    cls = reader_class(kind)
+    params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+              if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(kw) - set(params))
+    if unknown:
+        raise ValueError(f"the {kind} reader does not take option(s) {', '.join(unknown)} "
+                         f"(data.options); it takes: {', '.join(params)}")
+    if kind == "synthetic_marking":
+        kw.setdefault("classes_file", Path(root) / kw.get("label_dir", "marking") / "classes.txt")
+    return cls(root, split, **kw)
+
+
+def reader_class(kind: str) -> type:
+    """The reader class of ``kind`` (one of ``DATASET_KINDS``)."""
     if kind == "culane":
         from distill.data.culane import CULane
-        return CULane(root, split, **kw)
+        return CULane
     if kind == "tusimple":
         from distill.data.tusimple import TuSimple
-        return TuSimple(root, split, **kw)
+        return TuSimple
     if kind == "llamas":
         from distill.data.llamas import LLAMAS
-        return LLAMAS(root, split, **kw)
+        return LLAMAS
     if kind in ("apollo", "synthetic_marking"):
         from distill.data.apollo import ApolloScapeMarking
-        if kind == "synthetic_marking":
-            kw.setdefault("classes_file", Path(root) / kw.get("label_dir", "marking") / "classes.txt")
-        return ApolloScapeMarking(root, split, **kw)
+        return ApolloScapeMarking
     if kind == "cityscapes":
         from distill.data.cityscapes import Cityscapes
-        return Cityscapes(root, split, **kw)
+        return Cityscapes
     raise ValueError(f"unknown dataset kind {kind!r}; valid: {', '.join(DATASET_KINDS)}")
 
 

@@ -125,7 +125,10 @@ def write_culane(out: str | Path, num: int, seed: int = 0, cfg: SceneConfig = Sc
     parts = split_indices(num, seed, splits)
     out.parent.mkdir(parents=True, exist_ok=True)
     with staged(out) as stage:
-        stage.mkdir()
+        try:
+            stage.mkdir()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write a dataset here ({exc.strerror})", str(out)) from None
         _write_all(stage, num, seed, cfg, parts, splits, workers, progress)
         _commit(stage, out)
     return out
