@@ -77,13 +77,20 @@ def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: d
     lines += ["", "## Frames (input, teacher, baseline, distilled)", "", f"![grid]({rel(s.out / 'grid.png')})", "",
               "## Runtime on the dashcam video", "",
               f"{summary.get('frames')} frames, {summary.get('fps', 0):.1f} FPS through the threaded pipeline "
-              f"(decode, pre-process, ONNX Runtime INT8, post-process, draw, write).", "",
-              "| model | backend | inference ms (mean) | serial FPS | pipelined FPS | vs first |",
-              "|---|---|---|---|---|---|"]
+              f"(decode, pre-process, {Path(str(summary.get('model', ''))).name} on "
+              f"{summary.get('backend', {}).get('backend', '?')}, post-process, draw, encode).", "",
+              "| model | backend | inference ms (mean) | serial FPS | infer-only FPS | pipelined FPS "
+              "| pipelined / infer-only | vs first |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in bench["models"]:
         lines.append(f"| {Path(r['model']).name} | {r['backend']['backend']} | {r['stages_ms']['infer']['mean']:.2f} "
-                     f"| {r['serial_fps']:.1f} | {r.get('pipelined_fps') or 0:.1f} "
-                     f"| {r['vs_first']['serial_fps']:.2f}x |")
+                     f"| {r['serial_fps']:.1f} | {r['infer_only_fps']:.1f} | {r.get('pipelined_fps') or 0:.1f} "
+                     f"| {r.get('pipelined_vs_infer_only') or 0:.2f}x | {r['vs_first']['serial_fps']:.2f}x |")
+    if bench.get("winner"):
+        w = bench["winner"]
+        lines += ["", f"Fastest deployment path here: **{Path(w['model']).name} on {w['backend']}** "
+                      f"({w['fps']:.1f} {w['by'].replace('_', ' ')}, median of {bench['rounds']} interleaved rounds)."]
+        lines += [f"Not run: {Path(k['model']).name} on {k['backend']} ({k['reason']})." for k in bench["skipped"]]
     sysinfo = bench["system"]
     lines += ["", f"Measured on {sysinfo['cpu']} ({sysinfo['cores']} cores).", "",
               f"![latency]({rel(s.out / 'bench.png')})", "", "## Step timings", "",

@@ -5,6 +5,11 @@ after warm-up), the serial latency FPS (one frame through every stage), inferenc
 the threaded pipeline's throughput FPS on the same source; ratios against the first model; the
 system it ran on; on a Jetson, the power mode and tegrastats samples. Output: a terminal table, a
 JSON report and a PNG chart.
+
+With ``backends`` (``"all"`` or a list) every model runs on every backend that takes its file
+here: the model x backend candidates are timed in interleaved rounds (each round times every
+candidate, starting one later each round), each figure is the median over the rounds, and the
+report names the winner (highest pipelined FPS, or serial FPS without the pipelined run).
 """
 from __future__ import annotations
 
@@ -92,6 +97,7 @@ def system_info(threads: int | None = None) -> dict[str, Any]:
         "libraries": {k: v for k, v in {
             "numpy": np.__version__, "opencv": cv2.__version__,
             "onnxruntime": _pkg_version("onnxruntime") or _pkg_version("onnxruntime-gpu"),
+            "openvino": _pkg_version("openvino"),
             "tensorrt": _pkg_version("tensorrt"), "cuda-python": _pkg_version("cuda-python"),
             "torch": _pkg_version("torch")}.items() if v},
         "threads": {"requested": threads, "opencv": cv2.getNumThreads()},
@@ -248,7 +254,7 @@ def bench_model(model: str | Path, source: str, frames: int = 100, warmup: int =
         lm.close()
         shutil.rmtree(tmp, ignore_errors=True)
     report: dict[str, Any] = {
-        "model": str(model), "backend": info, "task": lm.meta.task,
+        "model": str(model), "backend": info, "task": lm.meta.task, "precision": lm.meta.precision,
         "fused_pre": lm.meta.fused_preprocess, "fused_post": lm.meta.fused_postprocess,
         "frames": len(totals), "warmup": warmup,
         "stages_ms": stats.summary(), "total_ms": latency_summary(totals),
@@ -266,15 +272,78 @@ def bench_model(model: str | Path, source: str, frames: int = 100, warmup: int =
     return report
 
 
+def backends_for(model: str | Path, backends: str | Sequence[str]) -> list[str]:
+    """The backends to try ``model`` on: ``"all"`` = every available one that takes its suffix."""
+    from runtime.backends.base import BACKENDS, BackendError, backend_class
+
+    suffix = Path(model).suffix.lower()
+    names = list(BACKENDS) if backends == "all" else [b.strip() for b in
+                                                     (backends.split(",") if isinstance(backends, str) else backends)]
+    unknown = [b for b in names if b not in BACKENDS]
+    if unknown:
+        raise BackendError(f"unknown backend(s) {unknown}; choose from all, {', '.join(BACKENDS)}")
+    return [b for b in names if suffix in backend_class(b).suffixes and backend_class(b).is_available()]
+
+
+_MEDIAN_KEYS = ("serial_fps", "infer_only_fps", "pipelined_fps", "pipelined_vs_infer_only")
+
+
+def _median_of_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report for a candidate timed in several rounds: the FPS figures are medians over the
+    rounds, the stage latencies those of the median round (by serial FPS)."""
+    order = sorted(runs, key=lambda r: r["serial_fps"])
+    out = dict(order[len(order) // 2])
+    for key in _MEDIAN_KEYS:
+        vals = [r[key] for r in runs if r.get(key)]
+        if vals:
+            out[key] = float(np.median(vals))
+    out["rounds"] = {key: [r.get(key) for r in runs] for key in _MEDIAN_KEYS}
+    return out
+
+
+def _bench_candidates(models: Sequence[str | Path], source: str, frames: int, warmup: int,
+                      backends: str | Sequence[str], providers: Sequence[str] | None, threads: int | None,
+                      pipelined: bool, rounds: int) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every model on every backend that takes it, interleaved rounds; (results, skipped)."""
+    from runtime.backends.base import BackendError
+
+    cands = [(m, b) for m in models for b in backends_for(m, backends)]
+    if not cands:
+        raise BackendError(f"no backend available here takes {[str(m) for m in models]} (see `python -m runtime doctor`)")
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {(str(m), b): [] for m, b in cands}
+    skipped: dict[tuple[str, str], str] = {}
+    for r in range(rounds):
+        for m, b in cands[r % len(cands):] + cands[: r % len(cands)]:
+            if (str(m), b) in skipped:
+                continue
+            try:
+                runs[(str(m), b)].append(bench_model(m, source, frames, warmup, b,
+                                                     providers if b == "onnxruntime" else None, threads, pipelined))
+            except BackendError as exc:          # e.g. a quantised file OpenVINO cannot compile
+                skipped[(str(m), b)] = str(exc)
+    results = [_median_of_rounds(v) for v in runs.values() if v]
+    return results, [{"model": m, "backend": b, "reason": why} for (m, b), why in skipped.items()]
+
+
+def winner(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest candidate: highest pipelined FPS where measured, else serial FPS."""
+    key = "pipelined_fps" if all(r.get("pipelined_fps") for r in results) else "serial_fps"
+    best = max(results, key=lambda r: r[key])
+    return {"model": best["model"], "backend": best["backend"]["backend"], "by": key, "fps": best[key],
+            "precision": best.get("precision", "")}
+
+
 def bench(models: Sequence[str | Path], source: str, frames: int = 100, warmup: int = 10,
           backend: str = "auto", providers: Sequence[str] | None = None, threads: int | None = None,
           json_path: str | Path | None = None, png_path: str | Path | None = None,
-          pipelined: bool = True, quiet: bool = False) -> dict[str, Any]:
-    """Benchmark each model on ``source``; write the JSON/PNG asked for and print a table."""
+          pipelined: bool = True, quiet: bool = False, backends: str | Sequence[str] | None = None,
+          rounds: int = 3) -> dict[str, Any]:
+    """Benchmark each model on ``source``; write the JSON/PNG asked for and print a table.
+    ``backends``: ``"all"`` or a list, to compare every backend on every model (see above)."""
     if not models:
         raise ValueError("bench needs at least one --model")
-    if frames < 1 or warmup < 0:
-        raise ValueError("frames must be >= 1 and warmup >= 0")
+    if frames < 1 or warmup < 0 or rounds < 1:
+        raise ValueError("frames and rounds must be >= 1 and warmup >= 0")
     for p in (json_path, png_path):
         if p is not None:
             check_writable(p)
@@ -282,9 +351,14 @@ def bench(models: Sequence[str | Path], source: str, frames: int = 100, warmup: 
     results = []
     if tegra is not None:
         tegra.__enter__()
+    skipped: list[dict[str, str]] = []
     try:
-        for m in models:
-            results.append(bench_model(m, source, frames, warmup, backend, providers, threads, pipelined))
+        if backends:
+            results, skipped = _bench_candidates(models, source, frames, warmup, backends, providers, threads,
+                                                 pipelined, rounds)
+        else:
+            for m in models:
+                results.append(bench_model(m, source, frames, warmup, backend, providers, threads, pipelined))
     finally:
         if tegra is not None:
             tegra.__exit__(None, None, None)
@@ -299,6 +373,8 @@ def bench(models: Sequence[str | Path], source: str, frames: int = 100, warmup: 
             r["vs_first"]["pipelined_fps"] = r["pipelined_fps"] / base["pipelined_fps"]
     report: dict[str, Any] = {"source": str(source), "frames": frames, "warmup": warmup,
                               "system": system_info(threads), "models": results}
+    if backends:
+        report.update(rounds=rounds, skipped=skipped, winner=winner(results))
     if tegra is not None:
         report["tegrastats"] = {"summary": tegra.summary(), "samples": tegra.samples}
     if png_path is not None:
@@ -332,6 +408,11 @@ def format_table(report: dict[str, Any]) -> str:
     sys_ = report["system"]
     gpu = ", ".join(f"{g['name']} (driver {g['driver']})" for g in sys_["gpus"]) or "no GPU"
     lines.append(f"\n{sys_['cpu']} x{sys_['cores']}; {gpu}; {report['frames']} frames after {report['warmup']} warm-up")
+    if report.get("winner"):
+        w = report["winner"]
+        lines.append(f"medians of {report['rounds']} interleaved rounds; fastest: {Path(w['model']).name} on "
+                     f"{w['backend']} ({w['fps']:.1f} {w['by'].replace('_', ' ')})")
+        lines += [f"skipped {Path(k['model']).name} on {k['backend']}: {k['reason']}" for k in report["skipped"]]
     return "\n".join(lines)
 
 

@@ -111,7 +111,7 @@ def _bench_cmd(args: argparse.Namespace) -> int:
     try:
         r = bench(args.model, args.source, frames=args.frames, warmup=args.warmup, backend=args.backend,
                   providers=args.providers, threads=args.threads, json_path=args.json, png_path=args.png,
-                  pipelined=not args.no_pipelined)
+                  pipelined=not args.no_pipelined, backends=args.backends, rounds=args.rounds)
     except _EXPECTED as exc:
         return _fail(exc)
     for key in ("json", "png"):

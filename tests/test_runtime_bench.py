@@ -87,3 +87,31 @@ def test_doctor_reports_backends(capsys):
     assert "onnxruntime" in format_doctor(r)
     assert main("python -m runtime", "", ["runtime.commands"], ["doctor", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["backends"]["onnxruntime"]["available"]
+
+
+def test_bench_every_backend_names_the_winner(tmp_path, capsys):
+    """--backends all: each model on each backend that takes it here, interleaved rounds, medians,
+    the fastest named; the CLI prints it."""
+    from runtime.bench import backends_for
+
+    a = build_model(tmp_path / "a.onnx")
+    b = build_model(tmp_path / "b.onnx", fused_post=True)
+    video = write_video(tmp_path / "v.mp4", 4)
+    want = backends_for(a, "all")
+    assert "onnxruntime" in want and "tensorrt" not in want and "torch" not in want     # .onnx only
+    js = tmp_path / "all.json"
+    rc = main("python -m runtime", "", ["runtime.commands"],
+              ["bench", "--model", str(a), "--model", str(b), "--source", str(video), "--frames", "3",
+               "--warmup", "1", "--backends", "all", "--rounds", "2", "--json", str(js)])
+    out = capsys.readouterr().out
+    data = json.loads(js.read_text())
+    assert rc == 0 and "fastest:" in out and data["rounds"] == 2 and data["skipped"] == []
+    got = sorted((m["model"], m["backend"]["backend"]) for m in data["models"])
+    assert got == sorted((str(p), be) for p in (a, b) for be in want)
+    for m in data["models"]:
+        assert len(m["rounds"]["serial_fps"]) == 2 and m["pipelined_fps"] > 0 and m["precision"] == "fp32"
+        assert min(m["rounds"]["serial_fps"]) <= m["serial_fps"] <= max(m["rounds"]["serial_fps"])
+    best = max(data["models"], key=lambda m: m["pipelined_fps"])
+    assert data["winner"]["model"] == best["model"] and data["winner"]["backend"] == best["backend"]["backend"]
+    with pytest.raises(Exception, match="unknown backend"):
+        bench([a], str(video), backends="onnxruntime,nope")
