@@ -39,6 +39,7 @@ class Report:
     title: str
     splits: dict[str, int] = field(default_factory=dict)     # split -> samples listed
     checked: int = 0
+    skipped: bool = False                                      # a skip_bad summary, not a walk
     problems: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in PROBLEMS})
 
     def add(self, kind: str, message: str) -> None:
@@ -86,7 +87,10 @@ def format_report(report: Report, first: int = FIRST) -> str:
         lines.extend(f"      {m}" for m in items[:first])
         if len(items) > first:
             lines.append(f"      ... and {len(items) - first} more")
-    lines.append(f"  {report.checked} samples checked: {report.total} problem(s), {report.fatal} fatal")
+    if report.skipped:
+        lines.append(f"  {report.total} sample(s) or list entries skipped; training went on without them")
+    else:
+        lines.append(f"  {report.checked} samples checked: {report.total} problem(s), {report.fatal} fatal")
     return "\n".join(lines)
 
 
@@ -230,7 +234,7 @@ def check_dataset(kind: str, root: str | Path, splits: Sequence[str] | None = No
 
 def skip_report(records: Iterable[Mapping[str, Any]], title: str) -> Report:
     """A report of ``{"key", "reason", "image"}`` skip records (duplicates counted once)."""
-    report = Report(title)
+    report = Report(title, skipped=True)
     seen: set[tuple[str, str]] = set()
     for rec in records:
         key = (str(rec.get("key")), str(rec.get("reason")))
