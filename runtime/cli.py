@@ -184,8 +184,11 @@ def report_error(prog: str, exc: BaseException) -> int:
     if msg is not None:
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
-    first = str(exc).strip().split("\n")[0]
-    print(f"{prog}: internal error: {type(exc).__name__}{': ' + first if first else ''}\n"
+    name, first = type(exc).__name__, str(exc).strip().split("\n")[0]
+    worker = unwrap_worker_error(exc)
+    if worker is not None:
+        name, first = worker[0], f"{worker[1]} (in a DataLoader worker)"
+    print(f"{prog}: internal error: {name}{': ' + first if first else ''}\n"
           f"{prog}: this is a bug in lanekd; rerun with --debug (or {DEBUG_ENV}=1) for the traceback "
           f"and report it", file=sys.stderr)
     return EXIT_BUG

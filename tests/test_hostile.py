@@ -250,6 +250,8 @@ def test_a_bug_is_named_as_one_and_debug_shows_the_traceback(capsys, monkeypatch
     with pytest.raises(SystemExit):
         main("python -m distill", "", DISTILL, ["--help"])
     assert "LANEKD_DEBUG=1" in capsys.readouterr().out
+    with pytest.raises(DataError):             # --debug anywhere on the line
+        distill("data", "check", "--kind", "culane", "--debug", "--root", "/nonexistent/x")
     monkeypatch.setenv("LANEKD_DEBUG", "1")
     with pytest.raises(DataError):             # the traceback is back, also for expected errors
         distill("data", "check", "--kind", "culane", "--root", "/nonexistent/x")
@@ -281,6 +283,13 @@ def test_dataloader_worker_errors_read_as_in_one_process(tmp_path):
     kind, msg = unwrap_worker_error(ex.value)
     assert kind == "DataError" and msg == f"{root / name}: truncated JPEG (no end-of-image marker)"
     assert describe_error(ex.value) == msg
+    # a bug in a worker is named by its own type and message, not torch's wrapper
+    try:
+        raise RuntimeError(f"Caught TypeError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                           f"call last):\n  File \"x.py\", line 1, in f\nTypeError: bad operand")
+    except RuntimeError as exc:
+        assert describe_error(exc) is None
+        assert guarded("prog", lambda: (_ for _ in ()).throw(exc)) == EXIT_BUG
 
 
 # ------------------------------------------------------------------------------------------------
