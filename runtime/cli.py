@@ -194,7 +194,18 @@ def report_error(prog: str, exc: BaseException) -> int:
     return EXIT_BUG
 
 
+_HANDLER_PID: list[int] = []
+
+
 def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C -- in the process that asked for it only: a forked worker (a Pool being
+    terminated, a DataLoader worker) inherits the handler and must simply die as before."""
+    import signal
+
+    if _HANDLER_PID and os.getpid() != _HANDLER_PID[0]:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt
 
 
@@ -207,6 +218,7 @@ def catch_stop_signals() -> dict[int, Any]:
 
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _HANDLER_PID[:] = [os.getpid()]
     return {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
             signal.SIGTERM: signal.signal(signal.SIGTERM, _stop_like_ctrl_c)}
 

@@ -6,6 +6,9 @@ problems planted on top: one of each kind the format can have, in a known file.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -119,6 +122,22 @@ def test_a_split_with_nothing_usable_is_reported_not_raised(tmp_path):
         p.unlink()
     rep = check_dataset("culane", root)
     assert len(found(rep, "split")) == 2 and rep.fatal == 2
+
+
+def test_worker_processes_find_the_same(tmp_path):
+    root = make_culane(tmp_path / "c", n_train=12)
+    truncate(root / "driver_00/clip/00007.jpg")
+    (root / "driver_00/clip/00003.lines.txt").write_text("1 2 3\n")
+    serial = check_dataset("culane", root)
+    assert serial.count("image") == 1 and serial.count("label") == 1
+    assert check_dataset("culane", root, workers=2).to_dict() == serial.to_dict()
+    # as a command: the pool's workers are terminated at the end without a word (they inherit
+    # the command's SIGTERM-as-Ctrl-C handler, which must not apply to them)
+    res = subprocess.run([sys.executable, "-m", "distill", "data", "check", "--kind", "culane", "--root", str(root),
+                          "--workers", "2", "--no-progress"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "2 fatal" in res.stdout
 
 
 def test_a_clean_synthetic_dataset_passes(synth_root, capsys):

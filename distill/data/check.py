@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -143,29 +143,62 @@ def _raw_lane_count(kind: str, sample: Sample, reader: Any) -> int | None:
     return None
 
 
-def check_lanes(kind: str, sample: Sample, reader: Any, where: str, report: Report) -> None:
+def check_lanes(kind: str, sample: Sample, reader: Any, where: str) -> list[tuple[str, str]]:
     """The lane problems a reader does not raise for (slots, sampled rows, points below the image)."""
     from runtime.geometry import Geometry
     from runtime.postprocess import LaneDecodeConfig, sample_rows
 
+    found: list[tuple[str, str]] = []
     h, w = sample.image.shape[:2]
     slots = sample.exist.size
     raw = _raw_lane_count(kind, sample, reader)
     if raw is not None and raw > slots:
-        report.add("slots", f"{where}: {raw} lanes for {slots} lane slots")
+        found.append(("slots", f"{where}: {raw} lanes for {slots} lane slots"))
     ys = sample_rows(Geometry(h, w, h, w), LaneDecodeConfig())[0]
     for slot, pts in sorted(sample.lanes.items()):
         if len(pts) == 0:
             continue
         lo, hi = float(pts[:, 1].min()), float(pts[:, 1].max())
         if hi > h - 1 + _ROW_SLACK:
-            report.add("size", f"{where}: lane {slot} reaches y={hi:.0f} in a {w}x{h} image "
-                               f"(labels made for a larger frame?)")
+            found.append(("size", f"{where}: lane {slot} reaches y={hi:.0f} in a {w}x{h} image "
+                                  f"(labels made for a larger frame?)"))
             continue
         reached = int(np.count_nonzero((ys >= lo - 0.5) & (ys <= hi + 0.5)))
         if reached < 2:
-            report.add("rows", f"{where}: lane {slot} spans y={lo:.0f}..{hi:.0f} and reaches {reached} of "
-                               f"the sampled rows (every {LaneDecodeConfig.row_step} px from the bottom)")
+            found.append(("rows", f"{where}: lane {slot} spans y={lo:.0f}..{hi:.0f} and reaches {reached} of "
+                                  f"the sampled rows (every {LaneDecodeConfig.row_step} px from the bottom)"))
+    return found
+
+
+def check_sample(kind: str, reader: Any, i: int) -> list[tuple[str, str]]:
+    """Every problem of sample ``i`` of a reader opened with ``skip_bad=False``: (kind, message)."""
+    image = reader.root / reader.names[i]
+    try:
+        sample = reader[i]
+    except DataError as exc:
+        return [(classify(str(exc), image), str(exc))]
+    if reader.spec.task != "lanes":
+        return []
+    try:
+        return check_lanes(kind, sample, reader, str(image))
+    except DataError as exc:
+        return [("label", str(exc))]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(kind: str, root: Path, split: str, options: dict[str, Any]) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    reader = _open(kind, root, split, options, Report(""))
+    reader.skip_bad = False
+    _WORKER.update(kind=kind, reader=reader)
+
+
+def _check_chunk(indices: list[int]) -> list[list[tuple[str, str]]]:
+    return [check_sample(_WORKER["kind"], _WORKER["reader"], i) for i in indices]
 
 
 def _open(kind: str, root: Path, split: str, options: Mapping[str, Any], report: Report) -> Any:
@@ -182,9 +215,10 @@ def _open(kind: str, root: Path, split: str, options: Mapping[str, Any], report:
 
 
 def check_dataset(kind: str, root: str | Path, splits: Sequence[str] | None = None,
-                  options: Mapping[str, Any] | None = None, progress: bool = False) -> Report:
+                  options: Mapping[str, Any] | None = None, progress: bool = False, workers: int = 1) -> Report:
     """Walk every sample of ``splits`` (default: every split present) once; a sample listed in
-    several splits is loaded once. Raises ``DataError`` when the root or every split is missing."""
+    several splits is loaded once; ``workers`` processes share the loading. Raises ``DataError``
+    when the root or every split is missing."""
     from distill.data.dataset import DATASET_KINDS
     from distill.data.reader import check_root
 
@@ -205,27 +239,44 @@ def check_dataset(kind: str, root: str | Path, splits: Sequence[str] | None = No
             continue
         report.splits[split] = len(reader)
         reader.skip_bad = False           # now every failure raises, and is classified here
-        indices: Iterable[int] = range(len(reader))
-        if progress:
-            from tqdm import tqdm
-            indices = tqdm(indices, desc=f"check {split}", unit="sample")
-        for i in indices:
-            image = reader.root / reader.names[i]
-            if str(image) in seen:
-                continue
-            seen.add(str(image))
-            report.checked += 1
-            try:
-                sample = reader[i]
-            except DataError as exc:
-                report.add(classify(str(exc), image), str(exc))
-                continue
-            if reader.spec.task == "lanes":
-                try:
-                    check_lanes(kind, sample, reader, str(image), report)
-                except DataError as exc:
-                    report.add("label", str(exc))
+        todo = []
+        for i in range(len(reader)):
+            image = str(reader.root / reader.names[i])
+            if image not in seen:
+                seen.add(image)
+                todo.append(i)
+        report.checked += len(todo)
+        for problems in _walk(kind, reader, root, split, options, todo, workers, progress):
+            for k, msg in problems:
+                report.add(k, msg)
     return report
+
+
+def _walk(kind: str, reader: Any, root: Path, split: str, options: dict[str, Any], todo: list[int],
+          workers: int, progress: bool) -> Iterator[list[tuple[str, str]]]:
+    """Each sample's problems, in ``todo`` order; ``workers > 1`` shares them out to processes."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc=f"check {split}", unit="sample")
+    if workers <= 1 or len(todo) < 4 * workers:
+        for i in todo:
+            yield check_sample(kind, reader, i)
+            if bar is not None:
+                bar.update()
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        size = max(1, min(32, len(todo) // (4 * workers)))
+        chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(kind, root, split, options)) as pool:
+            for res in pool.imap(_check_chunk, chunks):
+                yield from res
+                if bar is not None:
+                    bar.update(len(res))
+    if bar is not None:
+        bar.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,9 +306,9 @@ def write_report(report: Report, path: str | Path) -> Path:
 
 def run_check(kind: str, root: str | Path, splits: Sequence[str] | None = None,
               options: Mapping[str, Any] | None = None, json_out: str | Path | None = None,
-              first: int = FIRST, progress: bool = True) -> int:
+              first: int = FIRST, progress: bool = True, workers: int = 1) -> int:
     """Check, print the table (and write JSON); exit code 1 when any problem is fatal."""
-    report = check_dataset(kind, root, splits, options, progress)
+    report = check_dataset(kind, root, splits, options, progress, workers)
     print(format_report(report, first))
     if json_out:
         print(f"wrote {write_report(report, json_out)}")

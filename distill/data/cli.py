@@ -47,7 +47,7 @@ def run_check_cmd(args: argparse.Namespace) -> int:
     print(f"check: kind={args.kind} root={args.root} splits={args.split or 'all present'} "
           f"options={args.option or {}}")
     return run_check(args.kind, args.root, args.split, parse_options(args.option), args.json, args.first,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, workers=args.workers)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -81,5 +81,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="reader option, as data.options in a recipe (e.g. line_width=16)")
     c.add_argument("--first", type=positive_int, default=3, help="files listed per problem kind")
     c.add_argument("--json", type=Path, default=None, help="also write the full report as JSON here")
+    c.add_argument("--workers", type=positive_int, default=1, help="processes that load the samples")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=run_check_cmd)
