@@ -182,7 +182,10 @@ def report_error(prog: str, exc: BaseException) -> int:
     """Print the one-line message for ``exc`` and return the exit code."""
     msg = describe_error(exc)
     if msg is not None:
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        lines = [line.rstrip() for line in msg.strip().splitlines() if line.strip()]
+        if len(lines) > 2:              # a library's raw multi-line text: its first lines say what
+            lines = lines[:2] + [f"  ... ({len(lines) - 2} more lines with --debug)"]
+        print(f"{prog}: error: " + "\n".join(lines), file=sys.stderr)
         return EXIT_ERROR
     name, first = type(exc).__name__, str(exc).strip().split("\n")[0]
     worker = unwrap_worker_error(exc)

@@ -266,6 +266,17 @@ def test_disk_errors_name_the_path_and_what_to_do():
     assert guarded("prog", lambda: (_ for _ in ()).throw(KeyboardInterrupt())) == 130
 
 
+def test_a_library_s_long_error_text_is_cut_to_its_first_lines(capsys):
+    from runtime.backends.base import BackendError
+
+    long = BackendError("m.onnx: cannot load the model: Exception from core.cpp:84:\n" + "\n".join(
+        f"frame {i}" for i in range(30)))
+    assert guarded("prog", lambda: (_ for _ in ()).throw(long)) == EXIT_ERROR
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["prog: error: m.onnx: cannot load the model: Exception from core.cpp:84:", "frame 0",
+                   "  ... (29 more lines with --debug)"]
+
+
 def test_dataloader_worker_errors_read_as_in_one_process(tmp_path):
     """A truncated image met by a DataLoader worker: torch re-raises it with the worker's whole
     traceback in the message; the boundary shows the reader's one line."""
