@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.sample import DataSpec
 from distill.eval.culane import culane_counts, lane_width_for, prf
 from distill.eval.miou import ConfusionMatrix
+from distill.inputs import model_input
 from runtime.postprocess import LaneDecodeConfig, decode_lanes
 
 
@@ -73,12 +74,7 @@ class Validator:
         exist_hits = np.zeros(2, np.int64)
         conf = ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index)
         for batch in loader:
-            mask = batch["mask"].to(self.device)
-            if label_teacher:
-                from distill.train import label_input
-                x = label_input(mask, self.spec.num_classes, self.spec.ignore_index)
-            else:
-                x = batch["image"].to(self.device)
+            x = model_input(batch, self.spec.num_classes, self.spec.ignore_index, label_teacher, self.device)
             with autocast():
                 taps = model.forward_taps(x)
             logits = taps["logits"].float()

@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from distill.data.sample import DataSpec
+from distill.inputs import label_input
 from distill.methods import cirkd as C
 from distill.methods import cirkd_channel as CC
 from distill.methods import intra_kd as I
@@ -548,7 +549,7 @@ def test_lgad_zero_when_student_copies_label_teacher_and_checkpoint_load(tmp_pat
     assert m.stages == ("stage2", "stage3", "decoder") and not m.uses_teacher
     assert len(list(m.parameters())) == 0 and "weight" not in str(m.state_dict().keys())
     with torch.no_grad():
-        taps = lt.forward_taps(L.label_planes(mask, 5))
+        taps = lt.forward_taps(label_input(mask, 5))
     out = m({k: v.clone() for k, v in taps.items()}, None, {"mask": mask})
     assert out["kd/lgad"].item() == pytest.approx(0, abs=1e-12)
     s_taps = {k: torch.randn_like(v, requires_grad=True) for k, v in taps.items()}

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from distill.data.sample import DataSpec
+from distill.inputs import label_input
 from distill.methods.base import METHODS, KDMethod
 from distill.models.base import TapInfo
 
@@ -55,14 +56,6 @@ def lgad_loss(s_feats: Sequence[torch.Tensor], lt_feats: Sequence[torch.Tensor])
     for s, t in zip(s_feats, lt_feats):
         total = total + F.mse_loss(attention_map(s), attention_map(t.detach(), s.shape[-2:]))
     return total
-
-
-def label_planes(mask: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """(B, H, W) labels -> (B, num_classes, H, W) float one-hot; ignore pixels -> background plane."""
-    m = torch.where(mask == ignore_index, torch.zeros_like(mask), mask).long()
-    if bool(((m < 0) | (m >= num_classes)).any()):
-        raise ValueError(f"lgad: labels outside 0..{num_classes - 1} (ignore={ignore_index})")
-    return F.one_hot(m, num_classes).permute(0, 3, 1, 2).float()
 
 
 @METHODS.register("lgad")
@@ -115,7 +108,7 @@ class LGAD(KDMethod):
                 batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         lt = self.label_teacher
         lt.eval()
-        x = label_planes(batch["mask"], self.num_classes, self.ignore_index)
+        x = label_input(batch["mask"], self.num_classes, self.ignore_index)
         param = next(lt.parameters(), None)
         if param is not None:
             x = x.to(param.dtype)
