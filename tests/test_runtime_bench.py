@@ -115,3 +115,27 @@ def test_bench_every_backend_names_the_winner(tmp_path, capsys):
     assert data["winner"]["model"] == best["model"] and data["winner"]["backend"] == best["backend"]["backend"]
     with pytest.raises(Exception, match="unknown backend"):
         bench([a], str(video), backends="onnxruntime,nope")
+
+
+def test_cpu_paths_benchmark_table_and_json_are_complete(tmp_path, capsys):
+    """benchmarks/bench_cpu_paths on a tiny ENet: every by-hand and lanekd path timed or skipped
+    with its reason, the agreement and the ratio of the bests, the ORT settings table, the PNG."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
+    from benchmarks.bench_cpu_paths import main as cpu_paths
+
+    js = tmp_path / "cpu.json"
+    assert cpu_paths(["--quick", "--no-compile", "--out", str(js)]) == 0
+    out = capsys.readouterr().out
+    (r,) = json.loads(js.read_text())["students"]
+    hand = {"hand: PyTorch eager", "hand: ONNX Runtime FP32", "hand: ONNX Runtime INT8",
+            "hand: OpenVINO FP32 file, defaults (bf16 here)"}
+    ours = {"lanekd: onnxruntime FP32", "lanekd: onnxruntime INT8", "lanekd: openvino FP32",
+            "lanekd: openvino INT8", "lanekd: openvino FP32 (bf16 opt-in)", "lanekd: openvino INT8 (bf16 opt-in)"}
+    assert hand | ours <= set(r["median_ms"]) | set(r["skipped"])
+    assert "left out by --no-compile" in r["skipped"]["hand: torch.compile (inductor, freezing)"]
+    assert set(r["median_ms"]) == set(r["argmax_agreement"]) and all(v > 0 for v in r["median_ms"].values())
+    assert r["best_hand"].startswith("hand:") and r["best_lanekd"].startswith("lanekd:")
+    assert r["ratio"] == pytest.approx(r["median_ms"][r["best_hand"]] / r["median_ms"][r["best_lanekd"]])
+    assert len(r["ort_variants_ms"]) == 8
+    assert "ratio (hand ms / lanekd ms)" in out and "one change at a time" in out
+    assert js.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

@@ -54,7 +54,8 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
 
 class OnnxRuntimeBackend(Backend):
     """Options: ``providers`` (list, aliases cpu/cuda/tensorrt), ``threads`` (intra-op),
-    ``inter_threads``, ``device_id``, ``trt_cache`` (TensorRT provider's engine cache folder).
+    ``inter_threads``, ``device_id``, ``trt_cache`` (TensorRT provider's engine cache folder),
+    ``spin`` (CPU only: let idle intra-op threads spin, ONNX Runtime's default; off here).
 
     The TensorRT provider runs the precision-explicit ONNX as it is (FP16 weights, INT8 Q/DQ):
     its weak-typing FP16 and INT8 switches are never set."""
@@ -99,6 +100,11 @@ class OnnxRuntimeBackend(Backend):
             so.inter_op_num_threads = int(self.options["inter_threads"])
         so.log_severity_level = 3
         self.providers = resolve_providers(self.options.get("providers"), ort.get_available_providers())
+        if self.providers == ["CPUExecutionProvider"] and not self.options.get("spin"):
+            # idle intra-op threads sleep instead of spinning between runs: the pipeline's decode,
+            # drawing and encoding threads get those cores (1.2-1.6x faster inference on a busy
+            # 2-core machine, benchmarks/RESULTS.md "CPU paths"); spin=True turns spinning back on
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         device_id = int(self.options.get("device_id", 0))
         provider_opts: list[dict[str, Any]] = []
         for p in self.providers:
