@@ -268,6 +268,7 @@ class _Runner:
         self.errors: list[BaseException] = []
         self.decoded = 0
         self.done = 0
+        self.done_at: list[float] = []
         self.end_reason = ""
         self.overlay = Overlay(num_classes=lm.meta.num_classes if lm.meta.task == "marking" else 0)
         self._fps = 0.0
@@ -373,7 +374,16 @@ class _Runner:
 
     def _done(self, now: float) -> None:
         self.done += 1
+        self.done_at.append(now)
         self._tick(now)
+
+    def steady_fps(self, skip: int) -> float | None:
+        """Throughput after the first ``skip`` finished frames (start-up and the first, slow
+        inferences left out): frames finished per second between frame ``skip`` and the last."""
+        t = self.done_at
+        if len(t) < skip + 2 or t[-1] <= t[skip]:
+            return None
+        return (len(t) - 1 - skip) / (t[-1] - t[skip])
 
     def _tick(self, now: float) -> None:
         if self._t_last:
@@ -478,6 +488,7 @@ def run(model: str | Path, source: str | int, out: str | Path | None = None, jso
         "frames_decoded": runner.decoded, "frames": runner.done,
         "dropped": src.dropped, "corrupt": src.corrupt,
         "wall_s": wall, "fps": runner.done / wall if wall > 0 else 0.0,
+        "steady_fps": runner.steady_fps(min(10, runner.done // 5)),
         "latency_ms": stats.summary(),
         "end_reason": end_reason, "error": error or (repr(fatal[0]) if fatal else ""),
         "outputs": {"video": str(out) if out else None, "jsonl": str(jsonl) if jsonl else None,
