@@ -8,8 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli import (EXIT_INTERRUPTED, add_debug_flag, debug_requested, guarded, non_negative_int,
+from runtime.cli import (EXIT_INTERRUPTED, add_debug_flag, bounded, debug_requested, guarded, non_negative_int,
                          positive_float, positive_int)
+
+MIN_SCENES = 20
 
 
 PROG = "python -m demo"
@@ -41,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_debug_flag(parser)
     parser.add_argument("--out", type=Path, default=d.out, help="output folder (a second run reuses it)")
-    parser.add_argument("--scenes", type=positive_int, default=d.scenes, help="synthetic scenes to generate")
+    parser.add_argument("--scenes", type=bounded(int, MIN_SCENES), default=d.scenes,
+                        help=f"synthetic scenes to generate (at least {MIN_SCENES}: fewer leave the 10 %% "
+                             f"validation split or a training batch empty)")
     parser.add_argument("--video-seconds", type=positive_float, default=d.video_seconds)
     parser.add_argument("--teacher-steps", type=positive_int, default=d.teacher_steps)
     parser.add_argument("--student-steps", type=positive_int, default=d.student_steps)

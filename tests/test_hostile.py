@@ -219,7 +219,7 @@ OPTION_CASES = [
     (demo, ["video", "--seconds", "0"], "--seconds: must be > 0, got 0"),
     (demo, ["video", "--fps", "-30"], "--fps: must be > 0"),
     (demo, ["video", "--fps", "nan"], "finite"),
-    (demo, ["--scenes", "0"], "--scenes: must be >= 1"),
+    (demo, ["--scenes", "2"], "--scenes: must be >= 20"),
     (demo, ["--threads", "-1"], "--threads: must be >= 0"),
 ]
 

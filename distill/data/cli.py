@@ -46,7 +46,8 @@ def run_check_cmd(args: argparse.Namespace) -> int:
 
     print(f"check: kind={args.kind} root={args.root} splits={args.split or 'all present'} "
           f"options={args.option or {}}")
-    return run_check(args.kind, args.root, args.split, parse_options(args.option), args.json, args.first,
+    kind = "culane" if args.kind == "synthetic" else args.kind
+    return run_check(kind, args.root, args.split, parse_options(args.option), args.json, args.first,
                      progress=not args.no_progress, workers=args.workers)
 
 
@@ -73,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    "unreadable images, labels that do not parse or have the wrong size, list "
                                    "entries that do not exist, more lanes than lane slots and lanes that reach "
                                    "no sampled row. Synthetic data (data synth) is --kind culane.")
-    c.add_argument("--kind", required=True, choices=DATASET_KINDS, help="dataset format")
+    c.add_argument("--kind", required=True, choices=(*DATASET_KINDS, "synthetic"),
+                   help="dataset format (synthetic = culane: data synth writes the CULane layout)")
     c.add_argument("--root", type=Path, required=True, help="dataset root folder")
     c.add_argument("--split", action="append", default=None,
                    help="split name or list/label file; repeat for several (default: every split present)")
