@@ -17,6 +17,7 @@ import errno
 import importlib
 import os
 import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 DEBUG_ENV = "LANEKD_DEBUG"
@@ -239,7 +240,11 @@ def guarded(prog: str, fn: Callable[[], Any], debug: bool = False) -> int:
     Ctrl-C and SIGTERM end it with exit code 130 (after ``fn``'s own cleanup ran)."""
     previous = catch_stop_signals()
     try:
-        rc = fn()
+        with warnings.catch_warnings():
+            if not debug:       # a warning is a line for the user, not a file:line and a source line
+                warnings.showwarning = lambda message, category, *a, **k: print(
+                    f"{prog}: warning: {message}", file=sys.stderr)
+            rc = fn()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

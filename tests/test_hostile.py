@@ -266,6 +266,13 @@ def test_disk_errors_name_the_path_and_what_to_do():
     assert guarded("prog", lambda: (_ for _ in ()).throw(KeyboardInterrupt())) == 130
 
 
+def test_a_warning_is_one_line_for_the_user(capsys):
+    import warnings
+
+    assert guarded("prog", lambda: warnings.warn("list.txt: 2 lines cut short", stacklevel=1)) == 0
+    assert capsys.readouterr().err == "prog: warning: list.txt: 2 lines cut short\n"
+
+
 def test_a_library_s_long_error_text_is_cut_to_its_first_lines(capsys):
     from runtime.backends.base import BackendError
 
