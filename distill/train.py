@@ -7,6 +7,9 @@ and every KD method sit in one module wrapped once by DDP; the teacher stays out
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import inspect
 import json
 import math
 import os
@@ -24,11 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from distill import grad_share
 from distill.checkpoint import (CheckpointError, load_checkpoint, load_weights, model_from_checkpoint,
                                 save_checkpoint, spec_from_checkpoint, spec_to_dict)
 from distill.config import save_config, to_dict
 from distill.data.sample import DataSpec
-from distill.methods.base import KDMethod, build_method
+from distill.grad_share import GradShares
+from distill.inputs import model_input
+from distill.methods.base import METHODS, KDMethod, build_method
 from distill.models.base import SegModel, TapInfo, build_model
 from distill.train_config import TrainConfig
 from distill.validate import Validator
@@ -138,12 +144,19 @@ class Distiller(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: dict[str, torch.Tensor],
                 t_taps: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        task, per_method, s_taps = self.terms_by_source(x, batch, t_taps)
+        for terms in per_method:
+            task.update(terms)
+        return task, s_taps
+
+    def terms_by_source(self, x: torch.Tensor, batch: dict[str, torch.Tensor], t_taps: dict[str, torch.Tensor] | None
+                        ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """The task terms, each method's terms ({} while it is off) and the student taps."""
         s_taps = self.student.forward_taps(x)
-        terms = task_losses(s_taps, batch, self.class_weights, self.exist_weight, self.spec.ignore_index)
-        for method in self.methods:
-            if method.active:
-                terms.update(method(s_taps, t_taps if method.uses_teacher else None, batch))
-        return terms, s_taps
+        task = task_losses(s_taps, batch, self.class_weights, self.exist_weight, self.spec.ignore_index)
+        per_method = [method(s_taps, t_taps if method.uses_teacher else None, batch) if method.active else {}
+                      for method in self.methods]
+        return task, per_method, s_taps
 
 
 def task_losses(s_taps: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], class_weights: torch.Tensor,
@@ -157,15 +170,20 @@ def task_losses(s_taps: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
     return terms
 
 
-def label_input(mask: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """The LGAD label teacher's input: one-hot class planes of the mask (ignore -> background)."""
-    m = mask.clone()
-    m[m == ignore_index] = 0
-    return F.one_hot(m, num_classes).permute(0, 3, 1, 2).float()
-
-
 def taps_info(model: SegModel) -> dict[str, TapInfo]:
     return dict(model.feature_info)
+
+
+@torch.no_grad()
+def tap_sizes(model: SegModel, in_channels: int, input_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """(h, w) of every 4-D tap for one (1, in_channels, *input_size) input, in eval mode (no RNG draws)."""
+    was_training = model.training
+    model.eval()
+    try:
+        taps = model.forward_taps(torch.zeros(1, in_channels, *input_size))
+    finally:
+        model.train(was_training)
+    return {k: (int(v.shape[-2]), int(v.shape[-1])) for k, v in taps.items() if v.dim() == 4}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -232,6 +250,8 @@ class Trainer:
             raise ValueError("amp fp16 needs CUDA; use amp: bf16 on CPU")
         if cfg.steps <= 0:
             raise ValueError("steps must be positive")
+        # a copy: the resolved config (weight: auto, filled-in feature sizes) is written back into it
+        cfg = self.cfg = dataclasses.replace(cfg, methods=[dict(e) for e in cfg.methods])
         seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         self.out = Path(cfg.out)
 
@@ -274,13 +294,7 @@ class Trainer:
             teacher.requires_grad_(False)
             self.teacher = teacher.to(self.device).eval()
         t_info = taps_info(self.teacher) if self.teacher is not None else None
-        methods = []
-        for entry in cfg.methods:
-            entry = dict(entry)
-            if "name" not in entry:
-                raise ValueError(f"method entry {entry} has no 'name'")
-            name = entry.pop("name")
-            methods.append(build_method(name, taps_info(student), t_info, self.spec, **entry))
+        methods = self.build_methods(student, t_info, kwargs.get("in_channels", 3))
         if any(m.uses_teacher for m in methods) and self.teacher is None:
             raise ValueError("a KD method needs a teacher: set teacher.checkpoint")
         self.distiller = Distiller(student, methods, self.spec, cfg).to(self.device)
@@ -312,6 +326,40 @@ class Trainer:
         self.best: float | None = None
         self.history: list[dict[str, Any]] = []
 
+    def build_methods(self, student: SegModel, t_info: dict[str, TapInfo] | None, in_channels: int) -> list[KDMethod]:
+        """Build ``cfg.methods``; ``weight: auto`` entries start at the method's default weight and
+        are rescaled by the start-up step; sizes a method needs (``needs_feature_size``) are measured."""
+        self.auto_shares: dict[int, float] = {}
+        self.auto_resolved = False
+        methods, sizes = [], None
+        for i, entry in enumerate(self.cfg.methods):
+            entry = dict(entry)
+            if "name" not in entry:
+                raise ValueError(f"method entry {entry} has no 'name'")
+            name = entry.pop("name")
+            share = entry.pop("share", None)
+            if entry.get("weight") == "auto":
+                entry.pop("weight")
+                share = grad_share.DEFAULT_SHARE if share is None else share
+                if isinstance(share, bool) or not isinstance(share, (int, float)) or not share > 0:
+                    raise ValueError(f"KD method {name!r}: share must be a number > 0, got {share!r}")
+                self.auto_shares[i] = float(share)
+            elif share is not None:
+                raise ValueError(f"KD method {name!r}: 'share' is only read with weight: auto")
+            cls = METHODS.get(name)
+            if getattr(cls, "needs_feature_size", False) and "feature_size" not in entry:
+                sizes = sizes or tap_sizes(student, in_channels, tuple(self.cfg.data.input_size))
+                tap = entry.get("s_tap", inspect.signature(cls).parameters["s_tap"].default)
+                if tap in sizes:   # an unknown tap fails in the constructor, naming the valid ones
+                    entry["feature_size"] = self.cfg.methods[i]["feature_size"] = list(sizes[tap])
+            method = build_method(name, taps_info(student), t_info, self.spec, **entry)
+            if i in self.auto_shares and not isinstance(getattr(method, "weight", None), float):
+                raise ValueError(f"KD method {name!r} has no single float weight; weight: auto needs one")
+            methods.append(method)
+        names = [e["name"] for e in self.cfg.methods]
+        self.method_labels = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
+        return methods
+
     # ---------------------------------------------------------------- state
 
     @property
@@ -337,6 +385,7 @@ class Trainer:
             "state_dict": self.student.state_dict(),
             "methods": self.distiller.methods.state_dict(),
             "methods_extra": [m.extra_state_dict() for m in self.distiller.methods],
+            "method_weights": [getattr(m, "weight", None) for m in self.distiller.methods],
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
@@ -366,6 +415,15 @@ class Trainer:
         self.distiller.methods.load_state_dict(ckpt.get("methods", {}))
         for m, extra in zip(self.distiller.methods, ckpt.get("methods_extra", [])):
             m.load_extra_state_dict(extra)
+        saved_weights = ckpt.get("method_weights", [])
+        for i in self.auto_shares:   # weight: auto was resolved when the run started
+            if i >= len(saved_weights) or saved_weights[i] is None:
+                raise CheckpointError(f"{path} holds no resolved weight for method {self.method_labels[i]!r} "
+                                      f"(weight: auto); use a new out folder or resume: never")
+            self.set_method_weight(i, float(saved_weights[i]))
+        self.auto_resolved = True
+        if self.auto_shares and self.dist.main:
+            save_config(self.cfg, self.out)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
@@ -388,6 +446,7 @@ class Trainer:
     def log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
@@ -407,8 +466,7 @@ class Trainer:
         for m in self.distiller.methods:
             m.set_progress(self.step, cfg.steps)
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        x = label_input(batch["mask"], self.spec.num_classes, self.spec.ignore_index) if cfg.label_teacher \
-            else batch["image"]
+        x = model_input(batch, self.spec.num_classes, self.spec.ignore_index, cfg.label_teacher)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         t_taps = None
@@ -497,30 +555,94 @@ class Trainer:
                 plot_curves(self.history, self.out / "curves.png")
         return metrics
 
-    def dry_run(self) -> None:
-        """One forward of the student, teacher and every method on a dummy batch: fail at start-up."""
-        h, w = self.cfg.data.input_size
-        b = 2
-        batch = {"image": torch.randn(b, 3, h, w, device=self.device),
-                 "mask": torch.randint(0, self.spec.num_classes, (b, h, w), device=self.device),
-                 "exist": torch.zeros(b, self.spec.lane_slots, device=self.device)}
-        x = label_input(batch["mask"], self.spec.num_classes) if self.cfg.label_teacher else batch["image"]
+    def startup_batch(self) -> dict[str, torch.Tensor]:
+        """The first training batch of this rank, read without touching the loader or any RNG."""
+        from distill.data.dataset import collate
+
+        keyed = EpochKeyed(self.train_set)
+        keys = list(EpochSampler(len(self.train_set), self.cfg.data.batch_size, self.cfg.seed, self.dist.rank,
+                                 self.dist.world))[:self.cfg.data.batch_size]
+        batch = collate([keyed[k] for k in keys])
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def dry_run(self) -> GradShares | None:
+        """One training-mode step without the update, on the first training batch, with every method
+        on (as late in the run as it goes): fail at start-up, not hours in. With KD methods it also
+        measures each term's gradient share against the task loss, resolves ``weight: auto``, and
+        prints and logs the report. Weights, buffers (memory banks, BN statistics), hidden method
+        state (the GAN discriminator) and every RNG are as before afterwards."""
+        batch = self.startup_batch()
+        x = model_input(batch, self.spec.num_classes, self.spec.ignore_index, self.cfg.label_teacher)
         state = {k: v.clone() for k, v in self.distiller.state_dict().items()}
+        extra = [copy.deepcopy(m.extra_state_dict()) for m in self.distiller.methods]
+        rng = rng_state()
+        generators = [(g, g.get_state()) for m in self.distiller.methods
+                      if isinstance(g := getattr(m, "generator", None), torch.Generator)]
         for m in self.distiller.methods:       # as late in the run as it goes: every method and warm-up on
             m.set_progress(self.cfg.steps - 1, self.cfg.steps)
+        shares = None
         try:
-            with torch.no_grad(), self.autocast():
-                t_taps = self.teacher.forward_taps(x) if self.teacher is not None else None
-                self.distiller.eval()
-                terms, _ = self.distiller(x, batch, t_taps)
-        except Exception as exc:
-            raise RuntimeError(f"start-up check failed (one dry step on a dummy batch): "
-                               f"{type(exc).__name__}: {exc}") from exc
+            with torch.set_grad_enabled(bool(self.distiller.methods)):
+                try:
+                    with self.autocast():
+                        with torch.no_grad():
+                            t_taps = self.teacher.forward_taps(x) if self.teacher is not None else None
+                        self.distiller.train()
+                        task, per_method, _ = self.distiller.terms_by_source(x, batch, t_taps)
+                except Exception as exc:
+                    raise RuntimeError(f"start-up check failed (one dry step on the first batch): "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                terms = {k: v for d in (task, *per_method) for k, v in d.items()}
+                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+                if bad:
+                    raise RuntimeError(f"start-up check: non-finite loss terms {bad} on the first batch")
+                if self.distiller.methods:
+                    shares = self.report_grad_shares(task, per_method)
         finally:
-            self.distiller.load_state_dict(state)  # buffers such as memory banks stay untouched
-        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-        if bad:
-            raise RuntimeError(f"start-up check: non-finite loss terms {bad} on a dummy batch")
+            self.distiller.load_state_dict(state)
+            for m, e in zip(self.distiller.methods, extra):
+                m.load_extra_state_dict(e)
+            set_rng_state(rng)
+            for g, g_state in generators:
+                g.set_state(g_state)
+        return shares
+
+    def measure_grad_shares(self, task: dict[str, torch.Tensor], per_method: list[dict[str, torch.Tensor]]
+                            ) -> GradShares:
+        """Gradient norms on the student's parameters, averaged over DDP ranks as DDP averages gradients."""
+        average = None
+        if self.dist.enabled:
+            def average(grads: torch.Tensor) -> torch.Tensor:
+                dist.all_reduce(grads)
+                return grads / self.dist.world
+        return grad_share.measure(task, dict(zip(self.method_labels, per_method)), self.student.parameters(),
+                                   average)
+
+    def report_grad_shares(self, task: dict[str, torch.Tensor], per_method: list[dict[str, torch.Tensor]]
+                           ) -> GradShares:
+        """Measure, resolve ``weight: auto`` (recording it in the config), print and log the shares."""
+        shares = self.measure_grad_shares(task, per_method)
+        auto: dict[str, dict[str, float]] = {}
+        for i, share in self.auto_shares.items() if not self.auto_resolved else ():
+            label, method = self.method_labels[i], self.distiller.methods[i]
+            before = method.weight
+            self.set_method_weight(i, grad_share.auto_weight(label, before, shares.method_share(label), share))
+            auto[label] = {"share": share, "measured_share": shares.method_share(label),
+                           "weight_before": before, "weight": method.weight}
+        self.auto_resolved = True   # once per run: a second report measures, it does not rescale
+        weights = {label: float(getattr(m, "weight", float("nan")))
+                   for label, m in zip(self.method_labels, self.distiller.methods)}
+        self.say(shares.table({k: auto[k]["weight_before"] if k in auto else w for k, w in weights.items()}, auto))
+        self.log({"step": 0, "startup": {**shares.to_log(), "weights": weights, "auto": auto}})
+        if auto and self.dist.main:
+            save_config(self.cfg, self.out)
+        return shares
+
+    def set_method_weight(self, index: int, weight: float) -> None:
+        """Set a method's weight and record it in the resolved config (as a number, without ``share``)."""
+        self.distiller.methods[index].weight = float(weight)
+        self.cfg.methods[index]["weight"] = float(weight)
+        self.cfg.methods[index].pop("share", None)
 
     def close(self) -> None:
         if self.dist.enabled and dist.is_initialized():

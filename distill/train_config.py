@@ -54,7 +54,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig | None = None
-    methods: list[dict[str, Any]] = field(default_factory=list)  # [{name: kd, weight: 1.0, T: 1}, ...]
+    # [{name: kd, weight: 1.0, T: 1}, ...]. ``weight: auto`` (optional ``share``, default 0.5) sets the
+    # weight at start-up so the method's gradient on the student is ``share`` x the task loss's
+    # (distill/grad_share.py); the resolved weight goes to log.jsonl, config.yaml and checkpoints.
+    methods: list[dict[str, Any]] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     steps: int = 1000

@@ -226,3 +226,143 @@ def test_cuda_amp_channels_last_training_runs_and_resumes(synth_root, tmp_path, 
     ckpt = load_checkpoint(tmp_path / amp / "last.pt")
     assert ckpt["step"] == 4 and ("scale" in ckpt["scaler"]) == (amp == "fp16")
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+# ----------------------------------------------------------------------------- start-up gradient shares
+
+def _kd_trainer(synth_root, tmp_path, methods, name="kd", **over) -> Trainer:
+    if not (tmp_path / "t" / "last.pt").is_file():
+        train(_cfg(synth_root, tmp_path / "t", steps=1), quiet=True)
+    over = {"steps": 2, **over}
+    return Trainer(_cfg(synth_root, tmp_path / name, teacher={"checkpoint": str(tmp_path / "t" / "last.pt")},
+                        methods=methods, **over), quiet=True)
+
+
+def _startup_terms(trainer: Trainer, rng) -> tuple[dict, list]:
+    """The dry step's forward again: same first batch, same RNG state, every method on."""
+    from distill.inputs import model_input
+    from distill.train import set_rng_state
+
+    set_rng_state(rng)
+    batch = trainer.startup_batch()
+    x = model_input(batch, trainer.spec.num_classes, trainer.spec.ignore_index, False)
+    for m in trainer.distiller.methods:
+        m.set_progress(trainer.cfg.steps - 1, trainer.cfg.steps)
+    with torch.no_grad():
+        t_taps = trainer.teacher.forward_taps(x)
+    trainer.distiller.train()
+    task, per_method, _ = trainer.distiller.terms_by_source(x, batch, t_taps)
+    return task, per_method
+
+
+def test_start_up_report_measures_prints_and_logs_gradient_shares(synth_root, tmp_path, capsys):
+    from distill.train import rng_state
+
+    methods = [{"name": "cwd"}, {"name": "cirkd_channel", "s_tap": "stage3", "t_tap": "stage3",
+                                 "channel_memory_size": 600, "channel_contrast_size": 64}]
+    trainer = _kd_trainer(synth_root, tmp_path, methods)
+    trainer.quiet = False
+    channel = trainer.distiller.methods[1]
+    assert trainer.cfg.methods[1]["feature_size"] == [5, 13]          # measured: ENet stage3 of 40x104
+    before = {k: v.clone() for k, v in trainer.distiller.state_dict().items()}
+    rng = rng_state()
+    shares = trainer.dry_run()
+    # the dry step leaves weights, buffers (the channel queue, BN statistics) and the RNG as they were
+    for k, v in trainer.distiller.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert torch.equal(torch.get_rng_state(), rng["torch"]) and channel.channel_queue_ptr.item() == 0
+    err = capsys.readouterr().err
+    assert "start-up gradient shares" in err and "kd/cirkd_channel_mse" in err and "cirkd_channel" in err
+    row = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()][-1]
+    assert row["step"] == 0
+    log = row["startup"]
+    assert set(log["grad_norm"]) == {"kd/cwd", "kd/cirkd_channel_batch", "kd/cirkd_channel_memory",
+                                     "kd/cirkd_channel_mse"}
+    assert log["weights"] == {"cwd": 3.0, "cirkd_channel": 1.0} and log["auto"] == {}
+    # independently: .backward() and the .grad of every student parameter, one term at a time
+    task, per_method = _startup_terms(trainer, rng)
+    params = [p for p in trainer.student.parameters() if p.requires_grad]
+
+    def grad_norm(loss: torch.Tensor) -> float:
+        trainer.distiller.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        return float(torch.sqrt(sum((p.grad ** 2).sum() for p in params if p.grad is not None)))
+
+    task_norm = grad_norm(sum(task.values()))
+    assert log["task_grad_norm"] == pytest.approx(task_norm, rel=1e-4)
+    for terms in per_method:
+        for key, value in terms.items():
+            assert log["grad_norm"][key] == pytest.approx(grad_norm(value), rel=1e-4), key
+            assert log["grad_share"][key] == pytest.approx(log["grad_norm"][key] / task_norm, rel=1e-4)
+    assert log["method_grad_share"]["cirkd_channel"] == pytest.approx(grad_norm(sum(per_method[1].values())) / task_norm,
+                                                                     rel=1e-4)
+    assert shares.method_share("cwd") == pytest.approx(log["method_grad_share"]["cwd"])
+    trainer.distiller.zero_grad(set_to_none=True)
+    trainer.run()                                  # the run itself logs the report once, at step 0
+    rows = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "startup" in r] == [0, 0]
+    assert {"kd/cirkd_channel_batch", "kd/cirkd_channel_memory", "kd/cirkd_channel_mse"} <= set().union(*rows)
+
+
+def test_weight_auto_scales_a_method_to_the_stated_share(synth_root, tmp_path):
+    from distill.train import rng_state
+
+    methods = [{"name": "skd_pixel", "weight": "auto", "share": 0.25}, {"name": "kd", "weight": "auto"}, {"name": "cwd"}]
+    trainer = _kd_trainer(synth_root, tmp_path, methods)
+    assert trainer.distiller.methods[0].weight == 10.0 and trainer.auto_shares == {0: 0.25, 1: 0.5}
+    rng = rng_state()
+    trainer.dry_run()
+    resolved = [m.weight for m in trainer.distiller.methods]
+    assert resolved[0] != 10.0 and resolved[2] == 3.0
+    # measured again after scaling, on the same batch: the shares are the stated ones
+    task, per_method = _startup_terms(trainer, rng)
+    after = trainer.measure_grad_shares(task, per_method)
+    assert after.method_share("skd_pixel") == pytest.approx(0.25, rel=1e-4)
+    assert after.method_share("kd") == pytest.approx(0.5, rel=1e-4)
+    trainer.run()
+    auto = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()][0]["startup"]["auto"]
+    assert auto["skd_pixel"]["share"] == 0.25 and auto["skd_pixel"]["weight"] == pytest.approx(resolved[0])
+    assert auto["skd_pixel"]["weight_before"] == 10.0
+    saved = yaml.safe_load((tmp_path / "kd" / "config.yaml").read_text())["methods"]
+    assert saved[0] == {"name": "skd_pixel", "weight": pytest.approx(resolved[0])} and saved[2] == {"name": "cwd"}
+    ckpt = load_checkpoint(tmp_path / "kd" / "last.pt")
+    assert ckpt["method_weights"][:2] == pytest.approx(resolved[:2])
+    assert ckpt["config"]["methods"][1]["weight"] == pytest.approx(resolved[1])
+    # a resumed run keeps the weight resolved at the start; it does not measure again
+    def reports() -> int:
+        return sum("startup" in json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines())
+
+    n = reports()                                  # the dry_run above and run()'s own, which did not rescale
+    assert n == 2
+    resumed = _kd_trainer(synth_root, tmp_path, methods, steps=3)
+    resumed.run()
+    assert [m.weight for m in resumed.distiller.methods] == pytest.approx(resolved)
+    assert reports() == n and load_checkpoint(tmp_path / "kd" / "last.pt")["step"] == 3
+
+
+def test_weight_auto_bad_entries_fail_clearly(synth_root, tmp_path):
+    with pytest.raises(ValueError, match="only read with weight: auto"):
+        _kd_trainer(synth_root, tmp_path, [{"name": "kd", "weight": 2.0, "share": 0.5}], name="a")
+    with pytest.raises(ValueError, match="share must be a number > 0"):
+        _kd_trainer(synth_root, tmp_path, [{"name": "kd", "weight": "auto", "share": 0}], name="b")
+    trainer = _kd_trainer(synth_root, tmp_path, [{"name": "kd", "weight": "auto"}, {"name": "cwd", "weight": 0.0}],
+                          name="c")
+    trainer.auto_shares = {1: 0.5}                 # a method whose terms give no gradient cannot be scaled
+    with pytest.raises(ValueError, match="weight: auto for cwd"):
+        trainer.dry_run()
+
+
+def test_validate_imports_without_train_and_label_input_has_one_home():
+    code = "import sys, distill.validate; assert 'distill.train' not in sys.modules, 'validate imports train'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    from distill.inputs import label_input, model_input
+
+    mask = torch.tensor([[[0, 2], [255, 1]]])
+    planes = label_input(mask, 3)
+    assert planes.shape == (1, 3, 2, 2) and planes[0, 0, 1, 0] == 1 and planes.sum(1).eq(1).all()
+    batch = {"image": torch.zeros(1, 3, 2, 2), "mask": mask}
+    assert model_input(batch, 3, 255, label_teacher=False) is batch["image"]
+    assert torch.equal(model_input(batch, 3, 255, label_teacher=True), planes)
+    with pytest.raises(ValueError, match="outside 0..2"):
+        label_input(torch.tensor([[[3]]]), 3)

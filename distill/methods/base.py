@@ -26,9 +26,13 @@ class KDMethod(nn.Module):
 
     Every method also takes ``start`` (handled by ``build_method``): the fraction of the run before
     which it is off -- not computed, no terms, no discriminator step (0 = from the first step).
+    Its float ``self.weight`` must scale every term it returns (the Trainer's ``weight: auto``
+    rescales it). ``needs_feature_size = True`` makes the Trainer pass ``feature_size``, the (h, w)
+    of the student's ``s_tap`` at the training input size, unless the config gives one.
     """
 
     uses_teacher: bool = True
+    needs_feature_size: bool = False
     s_taps_needed: tuple[str, ...] = ()
     t_taps_needed: tuple[str, ...] = ()
 
