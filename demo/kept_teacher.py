@@ -80,7 +80,7 @@ def keep(run_ckpt: Path, dest: Path, s: DemoSettings, threads: int) -> Path:
     prov = {**expected_provenance(s), "command": COMMAND, "git_revision": _git_state(),
             "overrides": overrides(s, run_ckpt.parent, s.teacher_steps, s.out / "data"),
             "torch_threads": threads, "train_seconds": round(train_seconds(history), 1), "cpu": sysinfo["cpu"],
-            "cores": sysinfo["cores"], "torch": torch.__version__, "python": platform.python_version(),
+            "cores": sysinfo["cores"], "torch": str(torch.__version__), "python": platform.python_version(),
             "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return save_checkpoint(dest, {**{k: ckpt[k] for k in _KEEP if k in ckpt}, "history": history,
                                   "provenance": prov})
