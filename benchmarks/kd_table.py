@@ -54,6 +54,7 @@ METHODS: dict[str, list[dict[str, Any]]] = {
             {"name": "skd_holistic", "variant": "wgan-gp", "logits_scale": 0.5, "d_l4": False}],
     "cirkd+kd": [{"name": "kd"}, {"name": "cirkd", "s_tap": "stage3", "t_tap": "decoder",
                                   "pixel_memory_size": 4000, "region_memory_size": 400}],
+    "cirkd_channel+kd": [{"name": "kd"}, {"name": "cirkd_channel", "s_tap": "stage3", "t_tap": "decoder"}],
     "intra_kd+kd": [{"name": "kd"}, {"name": "intra_kd", "s_tap": "stage3", "t_tap": "decoder"}],
     "lgad": [{"name": "lgad", "label_teacher_checkpoint": "{label_teacher}", "stages": ["stage1", "stage2", "stage3"]}],
 }
