@@ -146,8 +146,9 @@ def _render(out: Path, seconds: float, fps: float, size: tuple[int, int], seed: 
     drive = Drive(size, seed, seconds)
     side = sidecar_path(out)
     try:
-        with open(side, "w") as fh:
-            for i in tqdm(range(frames), desc="video", unit="frame", disable=not progress):
+        with open(side, "w") as fh, tqdm(total=frames, desc="video", unit="frame", disable=not progress) as bar:
+            for i in range(frames):
+                bar.update()
                 r = render(drive.plan_at(i / fps))
                 writer.write(r.image)
                 fh.write(json.dumps({

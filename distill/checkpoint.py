@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError):     # torch's zip writer failed: a full disk, a lost mount
+            free = shutil.disk_usage(path.parent).free / 2 ** 20
+            why = str(exc).strip().splitlines()[-1][:120]
+            raise CheckpointError(f"{path}: could not write the checkpoint ({why}); "
+                                  f"{free:.0f} MiB free there -- free some space or write elsewhere") from None
+        raise
     return path
 
 

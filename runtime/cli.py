@@ -33,7 +33,6 @@ _INPUT_LIBRARIES = ("yaml", "onnx", "onnxruntime", "google.protobuf")
 _DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                 errno.EPERM: "operation not permitted"}
-_OS_EXPECTED = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 _BUG_NAMES = {"TypeError", "AttributeError", "IndexError", "KeyError", "NameError", "AssertionError",
               "ZeroDivisionError", "RuntimeError", "UnboundLocalError", "RecursionError", "NotImplementedError"}
 # The factories that build what a recipe names: a KeyError (unknown name) or TypeError (unknown
@@ -138,7 +137,9 @@ def _os_message(exc: OSError) -> str:
             errno.EPERM: "fix its permissions or choose another path",
             errno.ENOENT: "check the path", errno.EEXIST: "remove it or choose another path"}.get(exc.errno or 0)
     if not where:      # our own OSError("could not write X") style messages carry the path already
-        return str(exc) if str(exc) else reason
+        if exc.errno in _DISK_ERRNOS or exc.strerror:
+            return reason + (f" ({hint})" if hint else "")
+        return str(exc) or reason
     return f"{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
@@ -161,7 +162,7 @@ def describe_error(exc: BaseException) -> str | None:
             expected = name not in _BUG_NAMES
         return msg if expected else None
     cls = type(exc)
-    if isinstance(exc, OSError) and (isinstance(exc, _OS_EXPECTED) or exc.errno in _DISK_ERRNOS):
+    if isinstance(exc, OSError):        # the file system or the OS said no: not a lanekd bug
         return _os_message(exc)
     if cls.__module__.startswith("yaml"):
         return _yaml_message(exc)

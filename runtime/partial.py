@@ -90,6 +90,11 @@ def staged(out: str | Path) -> Iterator[Path]:
         print(f"removed a temporary left by a killed run: {p}", file=sys.stderr)
     try:
         yield temp_path(out)
+    except OSError as exc:
+        discard_own(out)
+        if exc.filename is None and exc.errno is not None:    # a write() that failed: say which output
+            raise type(exc)(exc.errno, exc.strerror, str(out)) from None
+        raise
     except BaseException:
         discard_own(out)
         raise

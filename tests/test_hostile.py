@@ -310,6 +310,37 @@ def test_dataloader_worker_errors_read_as_in_one_process(tmp_path):
         assert guarded("prog", lambda: (_ for _ in ()).throw(exc)) == EXIT_BUG
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (needs mount rights, as root in a container has)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(full_disk, capsys):
+    from distill.checkpoint import CheckpointError, save_checkpoint
+
+    cases = [(distill, ["data", "synth", "--out", str(full_disk / "ds"), "--num", "20", "--size", "320x128"],
+              f"{full_disk / 'ds'}: no space left on the device"),
+             (demo, ["video", "--out", str(full_disk / "d.mp4"), "--seconds", "2", "--size", "320x128"],
+              f"{full_disk / 'd.mp4'}: no space left on the device")]
+    for cmd, argv, msg in cases:
+        assert cmd(*argv) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, err
+        assert list(full_disk.iterdir()) == []
+    with pytest.raises(CheckpointError, match="could not write the checkpoint.*MiB free there"):
+        save_checkpoint(full_disk / "last.pt", {"w": torch.zeros(100_000)})
+    assert list(full_disk.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------------
 # checkpoints, JSON writers, sources
 # ------------------------------------------------------------------------------------------------

@@ -43,9 +43,12 @@ _APOLLO_LUT[: len(MARKING_CLASSES)] = [APOLLO_IDS[c] for c in MARKING_CLASSES]
 
 
 def _imwrite(path: Path, img: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Encode with OpenCV, write with Python: a full disk is then an OSError with its errno."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img, list(params)):
-        raise OSError(f"could not write {path}")
+    ok, buf = cv2.imencode(path.suffix, img, list(params))
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {path.suffix} images ({path})")
+    path.write_bytes(buf.tobytes())
 
 
 def write_scene(out: Path, seed: int, index: int, cfg: SceneConfig) -> tuple[int, str, list[int], tuple[str, ...]]:
@@ -139,18 +142,17 @@ def _write_all(out: Path, num: int, seed: int, cfg: SceneConfig, parts: dict[str
     """Render every scene into ``out`` (the staging folder), then the lists."""
     jobs = [(str(out), seed, i, cfg) for i in range(num)]
     results = []
-    bar = tqdm(total=num, desc="synth", unit="scene", disable=not progress)
-    if workers == 1:
-        for job in jobs:
-            results.append(_job(job))
-            bar.update()
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker) as pool:
-            for res in pool.imap_unordered(_job, jobs, chunksize=4):
-                results.append(res)
+    with tqdm(total=num, desc="synth", unit="scene", disable=not progress) as bar:   # closed before any error
+        if workers == 1:
+            for job in jobs:
+                results.append(_job(job))
                 bar.update()
-    bar.close()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker) as pool:
+                for res in pool.imap_unordered(_job, jobs, chunksize=4):
+                    results.append(res)
+                    bar.update()
     results.sort(key=lambda r: r[0])
 
     lists = out / "list"
