@@ -91,7 +91,7 @@ def art(tmp_path_factory) -> dict[str, Path]:
     cv2.imwrite(str(cut / "a.jpg"), frame)
     truncate(cut / "a.jpg")
     (d / "empty").mkdir()
-    (d / "a_file").write_text("x")
+    (d / "a_file").write_text("\n \n")
     files = {p.stem: p for p in d.iterdir() if p.is_file() and p.suffix != ".json"}
     return {"dir": d, **files, **{p.name: p for p in d.iterdir() if p.is_dir()}}
 
@@ -135,6 +135,15 @@ CASES = [
     ("eval-list-missing", distill, lambda a: ["eval", "--metric", "culane", "--anno-root", str(_eval_anno(a["dir"])),
                                               "--pred-root", str(a["empty"]), "--list", str(a["dir"] / "nolist.txt")],
      2, "nolist.txt"),
+    ("eval-list-empty", distill, lambda a: ["eval", "--metric", "culane", "--anno-root", str(_eval_anno(a["dir"])),
+                                            "--pred-root", str(a["empty"]), "--list", str(a["a_file"])], 2,
+     "lists no image"),
+    ("eval-list-binary", distill, lambda a: ["eval", "--metric", "culane", "--anno-root", str(_eval_anno(a["dir"])),
+                                             "--pred-root", str(a["empty"]), "--list", str(a["binary"])], 2,
+     "binary.yaml: not a text list file"),
+    ("eval-split-dir-empty", distill, lambda a: ["eval", "--metric", "culane", "--anno-root", str(_eval_anno(a["dir"])),
+                                                 "--pred-root", str(a["empty"]), "--split-dir", str(a["empty"])], 2,
+     "lists no image"),
     ("eval-llamas-empty-pred", distill, lambda a: ["eval", "--metric", "llamas", "--anno-root", str(_eval_anno(a["dir"])),
                                                    "--pred-root", str(a["empty"])], 2, "no .lines.txt"),
     ("eval-tusimple-gt-missing", distill, lambda a: ["eval", "--metric", "tusimple", "--gt", str(a["dir"] / "gt.json"),

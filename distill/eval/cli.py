@@ -29,12 +29,21 @@ def _need_file(path: str, option: str) -> Path:
     return p
 
 
+def _names(list_file: Path) -> list[str]:
+    try:
+        return culane.read_list(list_file)
+    except UnicodeDecodeError:
+        raise ValueError(f"{list_file}: not a text list file (one image path per line)") from None
+
+
 def check_culane_predictions(pred_root: str, lists: list[Path]) -> None:
     """Refuse when not one prediction of the listed images exists: a wrong ``--pred-root`` would
     otherwise score as "no lanes anywhere" (F1 0) and exit 0."""
     root = _need_dir(pred_root, "--pred-root")
-    expected = [root / culane._lines_name(n) for f in lists for n in culane.read_list(f)]
-    if expected and not any(p.is_file() for p in expected):
+    expected = [root / culane._lines_name(n) for f in lists for n in _names(f)]
+    if not expected:
+        raise ValueError(f"{', '.join(map(str, lists)) or 'the split folder'}: lists no image to score")
+    if not any(p.is_file() for p in expected):
         raise FileNotFoundError(f"--pred-root {root}: none of the {len(expected)} predictions the list names "
                                 f"exist (first expected: {expected[0]}); is --pred-root right?")
 
