@@ -53,20 +53,28 @@ def test_culane_every_planted_problem(tmp_path, capsys):
     write_culane_lines(clip / "00003.lines.txt", CULANE_LANES + extra)                                  # slots
     write_culane_lines(clip / "00004.lines.txt", [np.array([[100.0, 70], [110, 60]])])                  # rows
     write_culane_lines(clip / "00005.lines.txt", [np.array([[100.0, 2 * CH], [110, CH]])])              # size
+    (root / "list/val_gt.txt").write_bytes(b"\xff\xfe/driver_00\x81")                                  # split
     rep = check_dataset("culane", root)
-    assert rep.splits == {"train": 6, "test": 6} and rep.checked == 6
+    assert rep.splits == {"train": 6, "val": 0, "test": 6} and rep.checked == 6
     only(rep, {"missing": ["99999.jpg"], "label": ["train_gt.txt:8", "00001.lines.txt:1"],
                "image": ["00002.jpg: truncated JPEG"], "size": ["00000.png: label is", "00005.jpg: lane"],
-               "slots": ["00003.jpg: 6 lanes for 4 lane slots"], "rows": ["00004.jpg: lane"]})
-    assert rep.fatal == 6
+               "slots": ["00003.jpg: 6 lanes for 4 lane slots"], "rows": ["00004.jpg: lane"],
+               "split": ["split 'val' is not UTF-8 text"]})
+    assert rep.fatal == 7
     # the command: one table, the JSON with every message, exit 1 on fatal problems
     out = tmp_path / "report.json"
     assert main("python -m distill", "", ["distill.data.cli"],
                 ["data", "check", "--kind", "culane", "--root", str(root), "--json", str(out), "--no-progress"]) == 1
     text = capsys.readouterr().out
-    assert format_report(rep) in text and "not ready: 6 fatal" in text
+    assert format_report(rep) in text and "not ready: 7 fatal" in text
     js = json.loads(out.read_text())
-    assert js["fatal"] == 6 and js["problems"]["label"]["count"] == 2
+    assert js["fatal"] == 7 and js["problems"]["label"]["count"] == 2
+
+
+def test_a_label_file_that_is_not_text_is_a_label_problem(tmp_path):
+    root = make_culane(tmp_path / "c", n_train=3)
+    (root / "driver_00/clip/00002.lines.txt").write_bytes(b"\x81\xff 10 20")
+    only(check_dataset("culane", root), {"label": ["00002.jpg: a label file of this sample is not UTF-8 text"]})
 
 
 def test_tusimple_every_planted_problem(tmp_path):

@@ -68,7 +68,9 @@ def classify(message: str, image: str | Path | None = None) -> str:
     if "label is " in message and "but its image" in message:
         return "size"
     if image is not None and message.startswith(f"{image}:"):
-        return "missing" if message.endswith("file not found") else "image"
+        if message.endswith("file not found"):
+            return "missing"
+        return "label" if "label" in message[len(str(image)):] else "image"
     low = message.lower()
     if "not found" in low or "no label (" in low or "no such file" in low:
         return "missing"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from distill.data.sample import IGNORE_INDEX, DataSpec, Sample
+from distill.data.sample import IGNORE_INDEX, DataError, DataSpec, Sample
 from distill.data.transforms import Compose, eval_transforms, train_transforms
 
 DATASET_KINDS = ("culane", "tusimple", "llamas", "apollo", "cityscapes", "synthetic_marking")
@@ -128,7 +128,11 @@ def build_reader(kind: str, root: str | Path, split: str, **kw: Any) -> Any:
                          f"(data.options); it takes: {', '.join(params)}")
     if kind == "synthetic_marking":
         kw.setdefault("classes_file", Path(root) / kw.get("label_dir", "marking") / "classes.txt")
-    return cls(root, split, **kw)
+    try:
+        return cls(root, split, **kw)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{root}: a list or label file of split {split!r} is not UTF-8 text "
+                        f"({exc.reason} at byte {exc.start})") from None
 
 
 def reader_class(kind: str) -> type:

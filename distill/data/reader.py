@@ -206,16 +206,24 @@ class BaseReader:
         if not 0 <= i < n:
             raise IndexError(f"index {i} out of range for {n} samples")
         if not self.skip_bad:
-            return self._load(i)
+            return self._load_text_checked(i)
         for k in range(n):
             j = (i + k) % n
             if self.names[j] in self.bad:
                 continue
             try:
-                return self._load(j)
+                return self._load_text_checked(j)
             except DataError as exc:
                 self.bad[self.names[j]] = str(exc)
         raise DataError(f"{self.root}: no readable sample left ({self.skipped} skipped)")
+
+    def _load_text_checked(self, i: int) -> Sample:
+        """``_load``, with a label file that is not text turned into a ``DataError`` naming the sample."""
+        try:
+            return self._load(i)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.root / self.names[i]}: a label file of this sample is not UTF-8 text "
+                            f"({exc.reason} at byte {exc.start})") from None
 
     def _load(self, i: int) -> Sample:  # pragma: no cover - abstract
         raise NotImplementedError
