@@ -164,6 +164,9 @@ def describe_error(exc: BaseException) -> str | None:
     cls = type(exc)
     if isinstance(exc, OSError):        # the file system or the OS said no: not a lanekd bug
         return _os_message(exc)
+    if isinstance(exc, UnicodeDecodeError):     # the reader did not say which file: say what it means
+        return (f"a file that should be text is not UTF-8 ({exc.reason} at byte {exc.start}); is a path "
+                f"pointing at a binary file? --debug shows where it was read")
     if cls.__module__.startswith("yaml"):
         return _yaml_message(exc)
     if isinstance(exc, MemoryError) or cls.__name__ == "OutOfMemoryError":
