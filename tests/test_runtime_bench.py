@@ -58,6 +58,8 @@ def test_bench_two_models_json_and_png(tmp_path):
             assert set(m["stages_ms"][st]) == {"n", "mean", "p50", "p90", "p99", "max"}
             assert m["stages_ms"][st]["p50"] <= m["stages_ms"][st]["max"]
         assert m["serial_fps"] > 0 and m["infer_only_fps"] > 0 and m["pipelined_fps"] > 0
+        assert m["pipelined_no_video_fps"] > 0
+        assert m["pipelined_vs_infer_only"] == pytest.approx(m["pipelined_fps"] / m["infer_only_fps"])
         assert len(m["per_frame_total_ms"]) == 6
     assert data["models"][0]["vs_first"]["serial_fps"] == 1.0
     assert data["models"][1]["fused_post"] and not data["models"][0]["fused_post"]
