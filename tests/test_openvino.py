@@ -111,3 +111,30 @@ def test_cli_runs_on_openvino(tmp_path, capsys):
               ["run", "--model", str(model), "--source", str(video), "--backend", "openvino", "--threads", "1",
                "--summary", str(summ)])
     assert rc == 0 and json.loads(summ.read_text())["backend"]["backend"] == "openvino"
+
+
+def test_quantised_file_openvino_cannot_compile_falls_back_under_auto(tmp_path):
+    """lanekd's INT8 ENet: OpenVINO 2026.4 segfaults compiling it. The child-process compile finds
+    that out, ``--backend openvino`` refuses with the reason, and ``auto`` runs it on ONNX Runtime
+    and says why; when an OpenVINO release compiles it, auto keeps OpenVINO."""
+    from export.onnx import export_onnx
+    from export.quantize import quantize_int8
+    from runtime.backends.openvino import OpenVinoCrash
+    from tests.test_export import make_checkpoint
+
+    fp32 = export_onnx(make_checkpoint(tmp_path / "e.pt", name="enet", size=(32, 96)), tmp_path / "e.onnx",
+                       verify_frames=1)
+    int8 = quantize_int8(fp32, tmp_path / "e_int8.onnx", frames="synthetic", calib_frames=2, verify_frames=1)
+    with create_backend(int8, "onnxruntime") as ref:
+        names = {o.name for o in ref.outputs}
+    why = compiles_in_child(int8, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    lm = load_model(int8)
+    try:
+        if why:
+            assert lm.backend.name == "onnxruntime" and "openvino skipped" in lm.backend.describe()["auto"]
+            with pytest.raises(OpenVinoCrash, match="cannot compile this quantised model"):
+                create_backend(int8, "openvino").open()
+        else:
+            assert lm.backend.name == "openvino" and {o.name for o in lm.backend.outputs} == names
+    finally:
+        lm.close()
