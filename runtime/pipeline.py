@@ -166,11 +166,8 @@ def load_model(model: str | Path, backend: str = "auto", providers: Sequence[str
 
 
 def _open_backend(path: Path, backend: str, fetch: Sequence[str], opts: dict[str, Any]) -> Backend:
-    """Create and open the backend. ``auto`` with ONNX Runtime options (``providers``) means ONNX
-    Runtime; ``auto`` on a quantised file OpenVINO cannot compile falls back to ONNX Runtime and
-    says why in ``describe()["auto"]``, since auto promises the fastest path that runs."""
-    if backend == "auto" and opts.get("providers") and path.suffix.lower() == ".onnx":
-        backend = "onnxruntime"
+    """Create and open the backend. ``auto`` on a quantised file OpenVINO cannot compile falls back
+    to ONNX Runtime and says why in ``describe()["auto"]``: auto promises the fastest path that runs."""
     be = create_backend(path, backend, output_names=fetch, **opts)
     try:
         return be.open()

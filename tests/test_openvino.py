@@ -81,6 +81,7 @@ def test_auto_picks_what_doctor_reports(tmp_path):
         assert lm.backend.name == "onnxruntime"
     finally:
         lm.close()
+    assert create_backend(model, providers=["cpu"]).name == "onnxruntime"
 
 
 def test_options_and_bad_models_fail_clearly(tmp_path):

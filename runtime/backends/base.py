@@ -181,6 +181,8 @@ def create_backend(model: str | Path, backend: str = "auto", output_names: Seque
     path = Path(model)
     if not path.is_file():
         raise BackendError(f"model not found: {path}")
+    if backend == "auto" and options.get("providers") and SUFFIXES.get(path.suffix.lower()) == "onnxruntime":
+        backend = "onnxruntime"             # ONNX Runtime's own options mean ONNX Runtime
     name = choose_backend(path, backend)
     cls = backend_class(name)
     if not cls.is_available():
