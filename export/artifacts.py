@@ -3,16 +3,17 @@
 Every export stage writes under hidden temporary names in the output folder, verifies, and only
 then renames both files into place. Any exception, Ctrl-C included, removes the temporaries, so the
 previous artefact (if any) stays as it was. Temporaries of a run that was killed outright (kill -9,
-power loss) are recognised by the dead process id in their name and removed by the next run.
+power loss) are recognised by the dead process id in their name and removed by the next run: the
+naming and clean-up are ``runtime.partial``'s, shared with every other writing command.
 """
 from __future__ import annotations
 
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from runtime import partial
 from runtime.metadata import MetadataError, ModelMeta, sidecar_path
 
 
@@ -32,7 +33,7 @@ def check_out(out: str | Path, *suffixes: str) -> Path:
 
 def temp_paths(out: Path) -> tuple[Path, Path]:
     """Hidden temporary names for a model and its sidecar in the output folder (pid-stamped)."""
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
+    tmp = partial.temp_path(out)
     return tmp, sidecar_path(tmp)
 
 
@@ -45,49 +46,18 @@ def commit(tmp_model: Path, tmp_side: Path, out: Path) -> Path:
 
 def discard(*paths: Path) -> None:
     for p in paths:
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:        # someone else's live process
-        return True
-    return True
-
-
-def clean_stale(out: Path) -> list[Path]:
-    """Remove temporaries of ``out`` left by runs whose process is gone; return what was removed."""
-    pattern = re.compile(rf"^\.{re.escape(out.stem)}\.(\d+)\.tmp")
-    removed = []
-    for p in out.parent.glob(f".{out.stem}.*.tmp*"):
-        m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            discard(p)
-            removed.append(p)
-    return removed
+        partial.remove(p)
 
 
 @contextmanager
 def staged(out: Path) -> Iterator[tuple[Path, Path]]:
-    """Temporary (model, sidecar) paths for ``out``; removed on any exception, Ctrl-C included.
+    """Temporary (model, sidecar) paths for ``out`` (``runtime.partial``'s staging, which removes a
+    killed run's leftovers first and this run's temporaries on any exception, Ctrl-C included).
 
-    The body writes both, verifies, and calls ``commit``; stale temporaries from killed runs are
-    cleaned first (and named on stdout, so a user sees where disk space went).
+    The body writes both, verifies, and calls ``commit``.
     """
-    for p in clean_stale(out):
-        print(f"removed a temporary file left by a killed run: {p}")
-    tmp, tmp_side = temp_paths(out)
-    try:
-        yield tmp, tmp_side
-    except BaseException:
-        discard(tmp, tmp_side)
-        raise
+    with partial.staged(out) as tmp:
+        yield tmp, sidecar_path(tmp)
 
 
 def read_meta(path: str | Path) -> ModelMeta:

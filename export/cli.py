@@ -1,34 +1,16 @@
-"""``python -m export onnx|quantize|trt|verify|formats``: thin wrappers over the export functions."""
+"""``python -m export onnx|quantize|trt|verify|formats``: thin wrappers over the export functions.
+
+Expected failures (bad input, a failed verification, no TensorRT) are reported in one line by the
+error boundary every ``python -m`` entry point shares (``runtime.cli``).
+"""
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
 from pathlib import Path
-from typing import Callable
 
 from export.formats import convert, formats_table
 
 FMT = argparse.ArgumentDefaultsHelpFormatter
-
-
-def _clean(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report expected failures (bad input, failed verification, missing TensorRT) as one line."""
-
-    @functools.wraps(fn)
-    def run(args: argparse.Namespace) -> int:
-        from distill.checkpoint import CheckpointError
-        from export.artifacts import ExportError
-        from export.tensorrt import TensorRTError
-        from runtime.metadata import MetadataError
-
-        try:
-            return fn(args)
-        except (ExportError, CheckpointError, MetadataError, TensorRTError, FileNotFoundError, ValueError) as exc:
-            print(f"export {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _frames(text: str | None) -> str | None:
@@ -43,7 +25,6 @@ def _print_written(path: Path) -> int:
     return 0
 
 
-@_clean
 def run_onnx(args: argparse.Namespace) -> int:
     print(f"export onnx: {args.checkpoint} -> {args.out} (opset {args.opset}, dynamic batch {args.dynamic_batch}, "
           f"dynamic hw {args.dynamic_hw}, fused pre {args.fused_pre}, fused post {args.fused_post})")
@@ -54,7 +35,6 @@ def run_onnx(args: argparse.Namespace) -> int:
     return _print_written(out)
 
 
-@_clean
 def run_quantize(args: argparse.Namespace) -> int:
     target = f", target {args.target}" if args.precision == "int8" else ""
     print(f"export quantize: {args.model} -> {args.out} ({args.precision}{target})")
@@ -86,7 +66,6 @@ def _shapes(items: list[str] | None) -> dict[str, list[int]] | None:
     return out
 
 
-@_clean
 def run_trt(args: argparse.Namespace) -> int:
     print(f"export trt: {args.model} -> {args.out} (precision from the ONNX, workspace {args.workspace_gb} GiB)")
     out = convert("tensorrt", args.model, args.out, precision=args.precision, min_shapes=_shapes(args.min_shape),
@@ -95,7 +74,6 @@ def run_trt(args: argparse.Namespace) -> int:
     return _print_written(out)
 
 
-@_clean
 def run_verify(args: argparse.Namespace) -> int:
     from export.parity import verify
 
