@@ -137,6 +137,22 @@ def test_bad_used_lane_or_label_leaves_the_image_out_with_skip_bad(tmp_path):
     assert sorted(res["bad"]) == [f"{DRIVE}/b", f"{DRIVE}/c"] and "not valid JSON" in res["bad"][f"{DRIVE}/c"][0]
 
 
+def test_eval_command_takes_skip_bad_and_prints_the_counts(tmp_path, capsys):
+    from distill.__main__ import COMMANDS
+    from runtime.cli import main
+
+    write_label(tmp_path, "a", [("l0", L0), ("r0", R0)])
+    write_label(tmp_path, "b", [("l0", VERTICAL), ("r0", R0)])
+    for stem in "ab":
+        write_pred(tmp_path, stem, GOOD_L0 + "\n" + GOOD_R0 + "\n")
+    args = ["eval", "--metric", "llamas", "--anno-root", str(tmp_path / "labels" / "valid"),
+            "--pred-root", str(tmp_path / "pred")]
+    assert main("python -m distill", "", COMMANDS, args) == 2
+    assert "b.json: lane l0: no marker" in capsys.readouterr().err
+    assert main("python -m distill", "", COMMANDS, args + ["--skip-bad"]) == 0
+    assert "skipped images: 1" in capsys.readouterr().out
+
+
 def test_nearest_marker_with_equal_world_z_is_rejected_unless_behind_the_camera(tmp_path):
     flat = [marker(600, 700, 610, 690, 5.0, 5.0), marker(620, 680, 630, 670, 8.0)]
     with pytest.raises(DataError, match=r"lane r1 \(id 'r4' in the file\): nearest marker has world_start.z == "):

@@ -60,7 +60,7 @@ def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None
              num_classes: int | None = None, ignore_index: int = 255, class_names: list[str] | None = None,
              width: int = 30, iou_thresholds: tuple[float, ...] = (0.5,),
              img_size: tuple[int, int] | None = None, workers: int = 2,
-             per_image: bool = False) -> dict[str, Any]:
+             per_image: bool = False, skip_bad: bool = False) -> dict[str, Any]:
     """Run one metric; returns its result dict (see each evaluator). Missing inputs are errors."""
     def need(**kw):
         missing = [f"--{k.replace('_', '-')}" for k, v in kw.items() if v is None]
@@ -93,7 +93,7 @@ def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None
         _need_dir(anno_root, "--anno-root")
         check_llamas_predictions(pred_root)
         size = tuple(img_size) if img_size else llamas.IMG_SIZE
-        return llamas.evaluate_llamas(anno_root, pred_root, width, iou_thresholds[0], size, per_image)
+        return llamas.evaluate_llamas(anno_root, pred_root, width, iou_thresholds[0], size, per_image, skip_bad)
     if metric == "miou":
         need(gt_dir=gt_dir, pred_dir=pred_dir, num_classes=num_classes)
         _need_dir(gt_dir, "--gt-dir")
@@ -102,15 +102,22 @@ def evaluate(metric: str, *, anno_root: str | None = None, pred_root: str | None
     raise ValueError(f"unknown metric {metric!r}; choose from culane, tusimple, llamas, miou")
 
 
+# the inputs the official LLAMAS script stops on, counted instead (distill.eval.llamas' docstring)
+LLAMAS_COUNTS = ("skipped_images", "skipped_lanes", "missing_predictions", "point_predictions",
+                 "gt_lanes_above_rows", "empty_marker_lanes", "empty_iou_pairs")
+
+
 def format_result(metric: str, res: dict) -> str:
     if metric == "culane":
         return culane.format_table(res)
     if metric == "tusimple":
         return tusimple.format_table(res)
     if metric == "llamas":
-        return (f"{'images':>8}{'tp':>8}{'fp':>8}{'fn':>8}{'P':>8}{'R':>8}{'F1':>8}\n"
-                f"{res['images']:>8}{res['tp']:>8}{res['fp']:>8}{res['fn']:>8}{100 * res['precision']:>8.2f}"
-                f"{100 * res['recall']:>8.2f}{100 * res['f1']:>8.2f}")
+        table = (f"{'images':>8}{'tp':>8}{'fp':>8}{'fn':>8}{'P':>8}{'R':>8}{'F1':>8}\n"
+                 f"{res['images']:>8}{res['tp']:>8}{res['fp']:>8}{res['fn']:>8}{100 * res['precision']:>8.2f}"
+                 f"{100 * res['recall']:>8.2f}{100 * res['f1']:>8.2f}")
+        counted = [f"{k.replace('_', ' ')}: {res[k]}" for k in LLAMAS_COUNTS if res.get(k)]
+        return table + ("\n" + "; ".join(counted) if counted else "")
     lines = [f"{'class':<16}{'IoU':>8}"]
     for name, v in res["iou"].items():
         lines.append(f"{name:<16}{'n/a' if v is None else f'{100 * v:.2f}':>8}")
@@ -127,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
                    pred_dir=args.pred_dir, num_classes=args.num_classes, ignore_index=args.ignore_index,
                    class_names=args.class_names, width=args.width, iou_thresholds=thresholds,
                    img_size=tuple(args.img_size) if args.img_size else None, workers=args.workers,
-                   per_image=args.per_image)
+                   per_image=args.per_image, skip_bad=args.skip_bad)
     print(format_result(args.metric, res))
     if args.json:
         from runtime.sinks import write_json
@@ -158,6 +165,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="canvas size (default 590 1640 for CULane, 717 1276 for LLAMAS)")
     p.add_argument("--workers", type=positive_int, default=2, help="CULane worker processes")
     p.add_argument("--per-image", action="store_true", help="add every image's counts to the JSON")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="LLAMAS: skip (and count) label lanes the official spline creator rejects instead of stopping")
     p.add_argument("--json", help="write the result as JSON here")
     p.set_defaults(func=_run)
     return p
