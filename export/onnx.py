@@ -170,15 +170,18 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynami
     verification against PyTorch on ``verify_frames`` frames (0 skips it, not recommended). FP32
     must agree to 1e-4 and give the same lanes, otherwise ``ExportError`` and nothing is written.
     """
-    from distill.checkpoint import file_sha256, model_from_checkpoint
+    from distill.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
     from export.deploy import DeployModule
+    from export.qat import refuse_fp32_export
 
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS} (18 is the default)")
     out = check_out(out, ".onnx")
     if dynamic_hw and fused_post:
         raise ExportError("fused post-processing samples fixed input rows, so it cannot take a dynamic H/W")
-    model, ckpt = model_from_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    refuse_fp32_export(ckpt, checkpoint)        # a QAT checkpoint has its own export (export.qat)
+    model, ckpt = model_from_checkpoint(ckpt)
     geometry = checkpoint_geometry(ckpt)
     task = ckpt["spec"]["task"]
     rows = None
