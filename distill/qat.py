@@ -103,11 +103,11 @@ def train_config(cfg: QATConfig, ckpt: dict[str, Any]) -> TrainConfig:
     teacher = cfg.teacher if cfg.teacher is not None and cfg.teacher.checkpoint else None
     if teacher is None and methods:
         teacher = TeacherConfig(cfg.qat.student)       # the FP32 student watches its INT8 self
-    return TrainConfig(out=cfg.out, model=ModelConfig(name=ckpt["model_name"], kwargs=kwargs), data=data, teacher=teacher,
-                       methods=methods, optim=copy.deepcopy(cfg.optim), loss=copy.deepcopy(cfg.loss),
-                       steps=cfg.steps, val_every=cfg.val_every, ckpt_every=cfg.ckpt_every,
-                       log_every=cfg.log_every, device=cfg.device, seed=cfg.seed, deterministic=cfg.deterministic,
-                       resume=cfg.resume)
+    model = ModelConfig(name=ckpt["model_name"], kwargs=kwargs)
+    return TrainConfig(out=cfg.out, model=model, data=data, teacher=teacher, methods=methods,
+                       optim=copy.deepcopy(cfg.optim), loss=copy.deepcopy(cfg.loss), steps=cfg.steps,
+                       val_every=cfg.val_every, ckpt_every=cfg.ckpt_every, log_every=cfg.log_every,
+                       device=cfg.device, seed=cfg.seed, deterministic=cfg.deterministic, resume=cfg.resume)
 
 
 # ----------------------------------------------------------------------------- the quantizer
@@ -169,7 +169,8 @@ def make_quantizer(target: str) -> Any:
     adds = {torch.ops.aten.add.Tensor}
 
     class LaneQuantizer(_quantizer_base()):       # type: ignore[misc]
-        """Conv / ConvTranspose / Linear inputs and weights, residual Add inputs; outputs too for cpu."""
+        """Conv / ConvTranspose / Linear inputs and weights, residual Add inputs (both operands computed,
+        not a constant); for cpu the outputs too."""
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             act = activation_spec(target)
@@ -181,7 +182,7 @@ def make_quantizer(target: str) -> Any:
                     n.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qmap, _annotated=True)
                     if target == "cpu":
                         self._annotate_output(n, act)
-                elif n.target in adds and all(isinstance(a, torch.fx.Node) for a in n.args[:2]):
+                elif n.target in adds and all(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in n.args[:2]):
                     n.meta["quantization_annotation"] = QuantizationAnnotation(
                         input_qspec_map={n.args[0]: act, n.args[1]: act},
                         output_qspec=act if target == "cpu" else None, _annotated=True)
@@ -284,11 +285,13 @@ def set_fake_quant(module: nn.Module, on: bool) -> None:
 
 def qat_student_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[QATStudent, dict[str, Any]]:
     """Rebuild a QAT checkpoint's fake-quantised student (eval mode, observers off)."""
+    where = "checkpoint" if isinstance(ckpt, dict) else str(ckpt)
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     info = ckpt.get(QAT_KEY)
     if not info:
-        raise CheckpointError("not a QAT checkpoint (no 'qat' entry); train one with `python -m distill qat`")
+        raise CheckpointError(f"{where} is not a QAT checkpoint (no 'qat' entry); train one with "
+                              f"`python -m distill qat`, or export an FP32 one with `python -m export onnx`")
     kwargs = dict(ckpt["model_kwargs"])
     kwargs.pop("pretrained", None)
     model = build_model(ckpt["model_name"], **kwargs)
