@@ -9,7 +9,7 @@ one with logit KD against the FP32 student (``distill.qat``), each exported with
 Every file is scored through the runtime (``export.accuracy.task_scores``: runtime pre-processing,
 ONNX Runtime on the CPU, runtime lane decoding, CULane protocol) on the test split, and timed on
 ONNX Runtime's CPU provider (median ms per frame, one thread, in interleaved rounds). Prints a table and writes
-benchmarks/out/bench_qat.{json,md}. QAT runs are kept in ``--work`` and resume if cut short.
+benchmarks/out/bench_qat_<target>.{json,md}. QAT runs are kept in ``--work`` and resume if cut short.
 """
 from __future__ import annotations
 
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         row["latency_ms"] = ms
     table = summary_table(rows, args)
     print(table)
-    write_outputs(args.out, "bench_qat", {"rows": rows, "steps": args.steps, "target": args.target,
-                                          "seeds": args.seeds, "checkpoint": str(args.checkpoint),
-                                          "root": str(args.root)}, table)
+    data = {"rows": rows, "steps": args.steps, "target": args.target, "seeds": args.seeds,
+            "checkpoint": str(args.checkpoint), "root": str(args.root)}
+    write_outputs(args.out, f"bench_qat_{args.target}", data, table)
     return 0
 
 
