@@ -20,6 +20,7 @@ from distill.models.base import SegModel, build_model
 
 FORMAT = "lanekd-checkpoint"
 VERSION = 1
+QAT_KEY = "qat"                       # the entry that marks a quantisation-aware (INT8) checkpoint
 
 
 class CheckpointError(ValueError):

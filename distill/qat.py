@@ -31,14 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.checkpoint import CheckpointError, file_sha256, load_checkpoint, load_weights
+from distill.checkpoint import QAT_KEY, CheckpointError, file_sha256, load_checkpoint, load_weights
 from distill.config import ConfigError, load_config, save_config, to_dict
 from distill.models.base import SegModel, build_model
 from distill.train import Trainer
 from distill.train_config import DataConfig, LossConfig, ModelConfig, OptimConfig, TeacherConfig, TrainConfig
 
 QAT_TARGETS = ("tensorrt", "cpu")
-QAT_KEY = "qat"                       # the checkpoint entry that marks a QAT checkpoint
 
 
 # ----------------------------------------------------------------------------- config

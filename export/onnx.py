@@ -170,9 +170,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynami
     verification against PyTorch on ``verify_frames`` frames (0 skips it, not recommended). FP32
     must agree to 1e-4 and give the same lanes, otherwise ``ExportError`` and nothing is written.
     """
-    from distill.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+    from distill.checkpoint import QAT_KEY, file_sha256, load_checkpoint, model_from_checkpoint
     from export.deploy import DeployModule
-    from export.qat import refuse_fp32_export
 
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS} (18 is the default)")
@@ -180,7 +179,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 18, dynami
     if dynamic_hw and fused_post:
         raise ExportError("fused post-processing samples fixed input rows, so it cannot take a dynamic H/W")
     ckpt = load_checkpoint(checkpoint)
-    refuse_fp32_export(ckpt, checkpoint)        # a QAT checkpoint has its own export (export.qat)
+    if ckpt.get(QAT_KEY):               # exporting it as FP32 would drop its quantisation silently
+        raise ExportError(f"{checkpoint} is a QAT checkpoint (INT8, target {ckpt[QAT_KEY].get('target')}); export "
+                          f"it with `python -m distill qat-export {checkpoint} OUT.onnx`, not as an FP32 model")
     model, ckpt = model_from_checkpoint(ckpt)
     geometry = checkpoint_geometry(ckpt)
     task = ckpt["spec"]["task"]

@@ -16,18 +16,7 @@ from typing import Any
 from export.artifacts import ExportError, check_out, commit, staged
 from export.verify import OrtRunner, TorchRunner, VerifyReport, check_build, load_frames, model_inputs
 
-QAT_EXPORT_COMMAND = "python -m distill qat-export"
 ACTIVATION_TYPE = {"tensorrt": "int8", "cpu": "uint8"}
-
-
-def refuse_fp32_export(ckpt: dict[str, Any], path: str | Path) -> None:
-    """Raise for a QAT checkpoint: exporting it as FP32 would drop its quantisation silently."""
-    from distill.qat import QAT_KEY
-
-    info = ckpt.get(QAT_KEY)
-    if info:
-        raise ExportError(f"{path} is a QAT checkpoint (INT8, target {info.get('target')}); export it with "
-                          f"`{QAT_EXPORT_COMMAND} {path} OUT.onnx`, not as an FP32 model")
 
 
 def _summary(rep: VerifyReport) -> dict[str, Any]:
