@@ -109,14 +109,20 @@ def train_side_by_side(s: DemoSettings, jobs: list[tuple[str, Path, list[str]]],
     for recipe, out, extra in jobs:
         out.mkdir(parents=True, exist_ok=True)
         args = [a for o in overrides(s, out, s.student_steps, root, extra) for a in ("--set", o)]
-        with open(out / "train.log", "w") as log:
+        with open(out / "train.log", "a") as log:         # a resumed or reused run adds to its log
             procs.append((subprocess.Popen([sys.executable, "-m", "distill", "train", "--config",
                                             str(RECIPES / recipe), *args], stdout=log, stderr=subprocess.STDOUT,
                                            env=env), out))
         print(f"  training {recipe} -> {out} (log: {out / 'train.log'})", flush=True)
     try:
         codes = [p.wait() for p, _ in procs]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:          # Ctrl-C reached them too; a signal to this process alone did not
+        grace = time.monotonic() + 5
+        for p, _ in procs:
+            try:
+                p.wait(timeout=max(0.0, grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
         for p, _ in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
