@@ -14,7 +14,9 @@ from distill.methods.base import METHODS, build_method
 from distill.models.base import build_model, model_names
 from distill.train_config import TrainConfig
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+ALL_RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+QAT_RECIPES = [p for p in ALL_RECIPES if "qat" in yaml.safe_load(p.read_text())]   # `python -m distill qat`
+RECIPES = [p for p in ALL_RECIPES if p not in QAT_RECIPES]                            # train / distill
 _TEACHERS: dict[str, object] = {}
 
 
@@ -50,6 +52,16 @@ def test_recipe_loads_and_its_methods_build(recipe):
         build_method(entry["name"], student.feature_info, _teacher_for(recipe).feature_info, spec, **kwargs)
 
 
+@pytest.mark.parametrize("recipe", QAT_RECIPES, ids=lambda p: p.stem)
+def test_qat_recipe_loads_and_names_a_target(recipe):
+    from distill.qat import QAT_TARGETS, load_qat_config
+
+    cfg = load_qat_config(recipe)
+    assert cfg.qat.target in QAT_TARGETS and cfg.qat.student.endswith(".pt")
+    assert cfg.data.kind in DATASET_KINDS and cfg.steps > 0
+
+
 def test_recipes_are_plain_yaml():
-    for recipe in RECIPES:
+    assert QAT_RECIPES and RECIPES
+    for recipe in ALL_RECIPES:
         assert isinstance(yaml.safe_load(recipe.read_text()), dict)
