@@ -269,7 +269,9 @@ def _walk(kind: str, reader: Any, root: Path, split: str, options: dict[str, Any
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # not fork: a forked copy of a process with library threads (ONNX Runtime, OpenVINO, torch)
+        # can deadlock on a lock held by a thread that did not come along, and inherits its I/O
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         size = max(1, min(32, len(todo) // (4 * workers)))
         chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
         with ctx.Pool(workers, initializer=_init_worker, initargs=(kind, root, split, options)) as pool:
