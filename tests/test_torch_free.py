@@ -28,8 +28,8 @@ BLOCKER = textwrap.dedent("""
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120, start_new_session=True)
 
 
 def test_every_runtime_module_imports_without_torch():

@@ -146,17 +146,29 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-def auto_onnx_backend() -> str:
+def auto_onnx_backend(model: str | Path | None = None) -> str:
     """What ``auto`` runs an ``.onnx`` file on here: ONNX Runtime when it has a GPU provider,
     else OpenVINO when installed (faster on x86 CPUs: benchmarks/RESULTS.md, CPU paths), else
-    ONNX Runtime on the CPU."""
+    ONNX Runtime on the CPU. A quantised file (its sidecar says int8) stays on ONNX Runtime:
+    OpenVINO 2026.4 crashes compiling lanekd's Q/DQ graphs, and not always in its child probe."""
     ort = backend_class("onnxruntime")
     if ort.is_available() and set(ort.available_providers()) & {"CUDAExecutionProvider",
                                                                 "TensorrtExecutionProvider"}:
         return "onnxruntime"
+    if model is not None and _sidecar_precision(Path(model)) == "int8":
+        return "onnxruntime"
     if backend_class("openvino").is_available():
         return "openvino"
     return "onnxruntime"
+
+
+def _sidecar_precision(model: Path) -> str | None:
+    from runtime.metadata import sidecar_path
+
+    try:
+        return ModelMeta.load(sidecar_path(model)).precision
+    except MetadataError:
+        return None
 
 
 def choose_backend(model: str | Path, backend: str = "auto") -> str:
@@ -167,7 +179,7 @@ def choose_backend(model: str | Path, backend: str = "auto") -> str:
         if natural is None:
             raise BackendError(f"{model}: cannot tell the backend from the suffix {suffix!r}; "
                                f"known: {', '.join(sorted(SUFFIXES))}")
-        return auto_onnx_backend() if natural == "onnxruntime" else natural
+        return auto_onnx_backend(model) if natural == "onnxruntime" else natural
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(sorted(BACKENDS))}")
     if natural is not None and natural != backend and suffix not in backend_class(backend).suffixes:
