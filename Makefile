@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,openvino,qat]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,qat]"
 	touch $(STAMP)
 
 # TEACHER=kept|train|auto: the teacher checkpoint kept in recipes/checkpoints/, or trained here (auto: kept
