@@ -92,8 +92,8 @@ def check_precision(onnx_path: Path, meta: ModelMeta, requested: str | None) -> 
                           f"with `{how}` and build from it")
     if found == "int8":
         target = (meta.extra.get("quantization") or {}).get("target")
-        problems = qdq_violations(onnx_path) if target != "tensorrt" else []
-        if target != "tensorrt" and problems:
+        problems = [] if target == "tensorrt" else qdq_violations(onnx_path)
+        if problems:
             raise ExportError(f"{onnx_path} was quantised for {target or 'another runtime'} ({problems[0]}); re-quantise "
                               f"the FP32 model with `python -m export quantize FP32.onnx {stem}_trt.onnx "
                               f"--precision int8 --target tensorrt --frames FRAMES`")
@@ -158,12 +158,9 @@ def build_engine(onnx: str | Path, out: str | Path, precision: str | None = None
     if precision is not None and precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     onnx_path = Path(onnx)
-    out = Path(out)
-    if out.suffix.lower() not in (".engine", ".plan"):
-        raise ExportError(f"engine output must end in .engine or .plan: {out}")
+    out = check_out(out, ".engine", ".plan")
     if not onnx_path.is_file():
         raise ExportError(f"ONNX model not found: {onnx_path}")
-    check_out(out, ".engine", ".plan")
     meta = read_meta(onnx_path)
     found = check_precision(onnx_path, meta, precision)
     trt = import_tensorrt()
