@@ -6,7 +6,9 @@ recipes/checkpoints/, which the teacher recipe produced with these settings: see
 one torch thread each, or one after the other), 4 evaluation, 5 ONNX FP32 / INT8 export (TensorRT
 where it imports), 6 the runtime on the video, 7 FP32 vs INT8 benchmark, 8 the report. Every step
 reuses what a previous run in the same output folder finished (training resumes from its last
-checkpoint), so a second run is quick.
+checkpoint; scores and the runtime's outputs are kept in ``cache/`` under the hashes of their
+inputs), so a second run is quick; only the benchmark is measured again, since FPS is what a
+second run is for.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class DemoSettings:
     timings: dict[str, float] = field(default_factory=dict)
     loads: dict[str, float] = field(default_factory=dict)   # 1-minute load average at each step's end
     teacher_origin: str = ""           # for the report: where the teacher came from
+    reused: list[str] = field(default_factory=list)   # results read back from cache/ (for the report)
 
 
 def steps(s: DemoSettings) -> list[str]:
@@ -100,13 +103,26 @@ def train_recipe(s: DemoSettings, recipe: str, out: Path, steps: int, root: Path
     return out / "best.pt"
 
 
+def finished(out: Path, steps: int) -> bool:
+    """A run folder whose last checkpoint is at ``steps`` and which has its ``best.pt``: done."""
+    from distill.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    return (out / "best.pt").is_file() and last.is_file() and int(load_checkpoint(last).get("step", -1)) == steps
+
+
 def train_side_by_side(s: DemoSettings, jobs: list[tuple[str, Path, list[str]]], root: Path) -> list[Path]:
     """Train ``(recipe, out, extra overrides)`` runs at once, each with ``python -m distill train`` in
     its own process with one torch thread (small models use a second thread poorly); output goes to
-    ``<out>/train.log``. Ctrl-C stops them all, each saving its checkpoint."""
+    ``<out>/train.log``. A run already finished is reused without starting a process. Ctrl-C stops
+    them all, each saving its checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = []
-    for recipe, out, extra in jobs:
+    todo = [job for job in jobs if not finished(job[1], s.student_steps)]
+    for _, out, _ in jobs:
+        if all(out != o for _, o, _ in todo):
+            print(f"  reusing {out / 'best.pt'} ({s.student_steps} steps done)")
+    for recipe, out, extra in todo:
         out.mkdir(parents=True, exist_ok=True)
         args = [a for o in overrides(s, out, s.student_steps, root, extra) for a in ("--set", o)]
         with open(out / "train.log", "a") as log:         # a resumed or reused run adds to its log
@@ -134,7 +150,7 @@ def train_side_by_side(s: DemoSettings, jobs: list[tuple[str, Path, list[str]]],
             lines = (out / "train.log").read_text(errors="replace").strip().splitlines()
             raise RuntimeError(f"training {out} failed (exit {code}): {lines[-1] if lines else 'no output'}; "
                                f"see {out / 'train.log'}")
-    return [out / "best.pt" for _, out in procs]
+    return [out / "best.pt" for _, out, _ in jobs]
 
 
 def resolve_teacher(s: DemoSettings) -> str:
@@ -202,12 +218,42 @@ def check_distilled_teacher(run: Path, teacher: Path) -> None:
     stamp.write_text(sha + "\n")
 
 
+def reused(s: DemoSettings, name: str, key: dict[str, Any], fn: Callable[[], Any],
+           needs: tuple[Path, ...] = ()) -> Any:
+    """``fn()``'s result, kept as JSON in ``<out>/cache/<name>.json`` with the ``key`` it was computed
+    for (hashes of its input files, its settings): a second run with the same key (and the files in
+    ``needs`` still there) reads it back instead of computing it again."""
+    from runtime.sinks import write_json
+
+    path = s.out / "cache" / f"{name}.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key and all(p.is_file() for p in needs):
+        print(f"  reusing {path} (same inputs)")
+        s.reused.append(name)
+        return saved["value"]
+    value = fn()
+    write_json(path, {"key": key, "value": value})
+    return value
+
+
+def _test_split_key(s: DemoSettings, root: Path, path: Path) -> dict[str, Any]:
+    from distill.checkpoint import file_sha256
+
+    return {"file": file_sha256(path), "test_list": file_sha256(root / "list" / "test.txt"),
+            "images": s.eval_images}
+
+
 def evaluate(s: DemoSettings, root: Path, models: dict[str, Path]) -> dict[str, dict[str, float]]:
     from distill.validate import evaluate_checkpoint
 
     results = {}
     for name, ckpt in models.items():
-        results[name] = evaluate_checkpoint(str(ckpt), "culane", str(root), "test", max_images=s.eval_images)
+        results[name] = reused(s, f"evaluate_{name}", _test_split_key(s, root, ckpt),
+                               lambda: evaluate_checkpoint(str(ckpt), "culane", str(root), "test",
+                                                           max_images=s.eval_images))
         print(f"  {name:<10} F1 {100 * results[name]['f1']:.1f}  mIoU {100 * results[name]['miou']:.1f}")
     return results
 
@@ -241,17 +287,21 @@ def export(s: DemoSettings, ckpt: Path, root: Path) -> tuple[dict[str, Path], di
         if not engine.is_file():
             build_engine(fp16, engine)
         models["trt_fp16"] = engine
-    scores = {name: task_scores(path, root, "test") for name, path in models.items()}
+    scores = {name: reused(s, f"runtime_f1_{name}", {**_test_split_key(s, root, path), "images": "all"},
+                           lambda: task_scores(path, root, "test")) for name, path in models.items()}
     for name, sc in scores.items():
         print(f"  {name:<9} F1 {100 * sc['f1']:.1f} (runtime post-processing, {sc['images']} test images)")
     return models, scores
 
 
 def run_runtime(s: DemoSettings, model: Path, video: Path) -> dict[str, Any]:
+    from distill.checkpoint import file_sha256
     from runtime.pipeline import run
 
-    return run(model, str(video), out=s.out / "annotated.mp4", jsonl=s.out / "lanes.jsonl",
-               summary=s.out / "runtime_summary.json", threads=s.threads or None)
+    outs = (s.out / "annotated.mp4", s.out / "lanes.jsonl", s.out / "runtime_summary.json")
+    key = {"model": file_sha256(model), "video": file_sha256(video), "threads": s.threads}
+    return reused(s, "runtime", key, lambda: run(model, str(video), out=outs[0], jsonl=outs[1], summary=outs[2],
+                                                threads=s.threads or None), needs=outs)
 
 
 def benchmark(s: DemoSettings, models: dict[str, Path], video: Path) -> dict[str, Any]:

@@ -98,6 +98,9 @@ def _markdown(s: Any, scores: dict, export_scores: dict, summary: dict, bench: d
               f"busy the CPU was (above the core count: other work shared it).", "",
               "| step | seconds | load average (1 min) |", "|---|---|---|"]
     lines += [f"| {k} | {v:.1f} | {s.loads.get(k, float('nan')):.1f} |" for k, v in s.timings.items()]
+    if s.reused:
+        lines += ["", f"Read back from an earlier run in this folder (same input files, by sha256; "
+                      f"`{rel(s.out / 'cache')}/`): {', '.join(s.reused)}. The benchmark is measured in every run."]
     lines += ["", "## Artefacts", ""] + [f"- {what}: `{path}`" for what, path in artefacts]
     return "\n".join(lines) + "\n"
 
