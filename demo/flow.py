@@ -118,11 +118,10 @@ def train_side_by_side(s: DemoSettings, jobs: list[tuple[str, Path, list[str]]],
     them all, each saving its checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = []
-    todo = [job for job in jobs if not finished(job[1], s.student_steps)]
-    for _, out, _ in jobs:
-        if all(out != o for _, o, _ in todo):
+    for recipe, out, extra in jobs:
+        if finished(out, s.student_steps):
             print(f"  reusing {out / 'best.pt'} ({s.student_steps} steps done)")
-    for recipe, out, extra in todo:
+            continue
         out.mkdir(parents=True, exist_ok=True)
         args = [a for o in overrides(s, out, s.student_steps, root, extra) for a in ("--set", o)]
         with open(out / "train.log", "a") as log:         # a resumed or reused run adds to its log
@@ -239,11 +238,11 @@ def reused(s: DemoSettings, name: str, key: dict[str, Any], fn: Callable[[], Any
     return value
 
 
-def _test_split_key(s: DemoSettings, root: Path, path: Path) -> dict[str, Any]:
+def _test_split_key(root: Path, path: Path, images: int) -> dict[str, Any]:
+    """What a score of ``path`` on the first ``images`` test images (0 = all) depends on."""
     from distill.checkpoint import file_sha256
 
-    return {"file": file_sha256(path), "test_list": file_sha256(root / "list" / "test.txt"),
-            "images": s.eval_images}
+    return {"file": file_sha256(path), "test_list": file_sha256(root / "list" / "test.txt"), "images": images}
 
 
 def evaluate(s: DemoSettings, root: Path, models: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -251,7 +250,7 @@ def evaluate(s: DemoSettings, root: Path, models: dict[str, Path]) -> dict[str, 
 
     results = {}
     for name, ckpt in models.items():
-        results[name] = reused(s, f"evaluate_{name}", _test_split_key(s, root, ckpt),
+        results[name] = reused(s, f"evaluate_{name}", _test_split_key(root, ckpt, s.eval_images),
                                lambda: evaluate_checkpoint(str(ckpt), "culane", str(root), "test",
                                                            max_images=s.eval_images))
         print(f"  {name:<10} F1 {100 * results[name]['f1']:.1f}  mIoU {100 * results[name]['miou']:.1f}")
@@ -287,7 +286,7 @@ def export(s: DemoSettings, ckpt: Path, root: Path) -> tuple[dict[str, Path], di
         if not engine.is_file():
             build_engine(fp16, engine)
         models["trt_fp16"] = engine
-    scores = {name: reused(s, f"runtime_f1_{name}", {**_test_split_key(s, root, path), "images": "all"},
+    scores = {name: reused(s, f"runtime_f1_{name}", _test_split_key(root, path, 0),
                            lambda: task_scores(path, root, "test")) for name, path in models.items()}
     for name, sc in scores.items():
         print(f"  {name:<9} F1 {100 * sc['f1']:.1f} (runtime post-processing, {sc['images']} test images)")
