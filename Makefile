@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (the whole flow on the embedded default) and `make test`.
 # Both go through `make setup`, which creates .venv and installs the project once; it re-installs
-# only when pyproject.toml or constraints.txt changed.
+# only when pyproject.toml, constraints.txt or this file (the extras it installs) changed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,10 +13,10 @@ TEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,qat]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,qat,openvino]"
 	touch $(STAMP)
 
 # TEACHER=kept|train|auto: the teacher checkpoint kept in recipes/checkpoints/, or trained here (auto: kept

@@ -110,10 +110,9 @@ def hand_paths(model: Any, x: np.ndarray, folder: Path, calib: list[np.ndarray],
         sess = ort.InferenceSession(str(f), so, providers=["CPUExecutionProvider"])
         paths[f"hand: ONNX Runtime {label}"] = (lambda s: lambda a: s.run(None, {"x": a})[0][0])(sess)
     try:
-        import openvino as ov
+        from runtime.backends.openvino import core   # the process's one Core (a second one's plugin breaks signals)
 
-        core = ov.Core()
-        req = core.compile_model(str(fp32), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+        req = core().compile_model(str(fp32), "CPU", {"PERFORMANCE_HINT": "LATENCY",
                                                     "INFERENCE_NUM_THREADS": str(THREADS)}).create_infer_request()
         paths["hand: OpenVINO FP32 file, defaults (bf16 here)"] = lambda a: req.infer({0: a})[0][0].copy()
     except ImportError:

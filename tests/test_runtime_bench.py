@@ -122,7 +122,8 @@ def test_bench_every_backend_names_the_winner(tmp_path, capsys):
 def test_cpu_paths_benchmark_table_and_json_are_complete(tmp_path, capsys):
     """benchmarks/bench_cpu_paths on a tiny ENet: every by-hand and lanekd path timed or skipped
     with its reason, the agreement and the ratio of the bests, the ORT settings table, the PNG."""
-    pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino]; make setup, "
+                                          "which CI runs, installs it)")
     from benchmarks.bench_cpu_paths import main as cpu_paths
 
     js = tmp_path / "cpu.json"

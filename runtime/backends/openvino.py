@@ -14,11 +14,21 @@ Q/DQ graphs (ENet's and ERFNet's INT8 files from ``export quantize``: the initia
 conv+max-pool concat feeding a float BatchNormalization). A crash cannot be caught in-process, so a
 graph with FakeQuantize ops is first compiled once in a child process (``compiles_in_child``); when
 that dies, ``open()`` raises ``OpenVinoCrash`` with the reason instead of taking the caller down.
+
+One ``ov.Core`` per process (``core()``): the CPU plugin of every Core that compiles installs a
+signal alternate stack (sigaltstack) on the compiling thread and, when it is destroyed, puts back the
+one it found. Two Cores released in the order they were created (two backends opened, then closed
+in turn) leave the thread's alternate stack pointing at the first plugin's freed memory; the next
+Python signal handler on that thread (Ctrl-C, SIGTERM, torch DataLoader's SIGCHLD) cannot be
+delivered and the kernel kills the process with SIGSEGV, before faulthandler (which runs on that
+stack too) can say anything. With one Core there is one plugin and one alternate stack, kept until
+the interpreter exits.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +43,21 @@ _OV_TYPES = {"f32": "float32", "f16": "float16", "u8": "uint8", "i8": "int8", "i
 
 class OpenVinoCrash(BackendError):
     """OpenVINO cannot compile this model here without crashing the process."""
+
+
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def core() -> Any:
+    """This process's ``ov.Core``, made on first use and kept (see the module docstring)."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            import openvino as ov
+
+            _CORE = ov.Core()
+        return _CORE
 
 
 _PROBE = ("import sys, json, openvino as ov; c = ov.Core(); "
@@ -93,8 +118,7 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def devices(cls) -> list[str]:
-        import openvino as ov
-        return list(ov.Core().available_devices)
+        return list(core().available_devices)
 
     def _compile_config(self) -> dict[str, str]:
         precision = str(self.options.get("inference_precision") or "f32")
@@ -108,22 +132,20 @@ class OpenVinoBackend(Backend):
         return config
 
     def open(self) -> "OpenVinoBackend":
-        import openvino as ov
-
         device = str(self.options.get("device") or "CPU")
         self.config = self._compile_config()
-        core = ov.Core()
-        if device not in core.available_devices:
+        ov_core = core()
+        if device not in ov_core.available_devices:
             raise BackendError(f"openvino device {device!r} is not available here; available: "
-                               f"{', '.join(core.available_devices)}")
+                               f"{', '.join(ov_core.available_devices)}")
         try:
-            model = core.read_model(str(self.path))
+            model = ov_core.read_model(str(self.path))
             if any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()):
                 why = compiles_in_child(self.path, device, self.config)
                 if why:
                     raise OpenVinoCrash(f"{self.path}: openvino {self.version()} cannot compile this quantised "
                                         f"model ({why}); run it with --backend onnxruntime")
-            self.compiled = core.compile_model(model, device, self.config)
+            self.compiled = ov_core.compile_model(model, device, self.config)
         except BackendError:
             raise
         except Exception as exc:   # OpenVINO raises RuntimeError / its own types with the parser's text
