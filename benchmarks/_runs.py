@@ -29,15 +29,20 @@ def write_outputs(out: Path, stem: str, data: object, table: str) -> None:
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
 
 
-def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), steps: int | None = None) -> Path:
+def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), steps: int | None = None,
+                 val_every: int | None = None) -> Path:
     """Train ``recipes/<recipe>`` into ``out`` on ``data`` and return its last checkpoint.
 
     A finished run resumes at its last step and trains no more, so tables can be built up over
-    several sessions. ``steps`` (when given) also sets validation to the end and four checkpoints.
+    several sessions. ``steps`` (when given) also sets four checkpoints and validation every
+    ``val_every`` steps (default: only at the end; 0 also means only at the end).
     """
     sets = [f"out={out}", f"data.root={data}"]
+    val_every = steps if val_every is None else val_every
     if steps is not None:
-        sets += [f"steps={steps}", f"val_every={steps}", f"ckpt_every={max(10, steps // 4)}"]
+        sets += [f"steps={steps}", f"ckpt_every={max(10, steps // 4)}"]
+    if val_every is not None:
+        sets.append(f"val_every={val_every}")
     train(load_config(TrainConfig, RECIPES / recipe, [*sets, *overrides]), quiet=True)
     return out / "last.pt"
 

@@ -1,16 +1,20 @@
 """The KD table: every method against the baseline on the synthetic benchmark, same budget, several seeds.
 
     python -m benchmarks.kd_table [--students enet erfnet] [--seeds 0 1 2] [--steps 250]
-                                  [--methods baseline kd skd ...] [--out runs/kd] [--data runs/kd/data]
+                                  [--val-every 25] [--methods baseline kd skd ...] [--out runs/kd] [--data runs/kd/data]
 
 Uses the embedded-default recipes (synthetic scenes, 96x256 input) on the benchmark's data set
 (880 scenes, 176 test images; written when missing): the teacher is trained once (or reused), LGAD's
 label teacher once per student family, then every (student, method, seed) run trains for the same
 number of steps and is scored on the test split (F1 with the CULane protocol, mIoU over the lane
-classes). Prints a Markdown table (mean ± std over seeds, gain over the baseline, step time
-relative to the baseline) and writes ``<out>/kd_table.json`` and ``<out>/kd_table.md``. The step
-times are measured side by side in this process after training (``step_ratios``), not read from the
-runs' logs, which record whatever else shared the machine at the time.
+classes). Every run validates every ``--val-every`` steps (default: a tenth of the run) on the
+validation split, so it has a curve (``kd_curves``). Prints a Markdown table (mean ± std over seeds,
+gain over the baseline, step time relative to the baseline, F1 at the baseline's training time),
+under it whether each baseline converged (F1 moves less than 1 point over the last fifth of the
+run) and whether plain logit/feature KD beat the specialised methods at equal time; writes
+``<out>/kd_table.json`` and ``<out>/kd_table.md``. The step times are measured side by side in this
+process after training (``step_ratios``), not read from the runs' logs, which record whatever else
+shared the machine at the time.
 
 Finished runs are reused, so the table can be built up over sessions. ``--jobs N`` trains the runs
 in N processes side by side, the methods shared out by cost (on a 2-core CPU, two single-threaded
@@ -32,6 +36,7 @@ from typing import Any
 import torch
 
 from benchmarks._runs import DATA, RECIPES, ensure_data, finished, sec_per_step, train_recipe, write_outputs
+from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, tail_start, val_curve
 from distill.checkpoint import load_checkpoint
 from distill.config import load_config
 from distill.train import Trainer
@@ -71,6 +76,9 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
 VARIANTS["skd_per_image-holistic"] = METHODS["skd_per_image"][:2]
 VARIANTS["intra_kd"] = METHODS["intra_kd+kd"][1:]
 RUNS = {**METHODS, **VARIANTS}
+# compared at the baseline's training time: plain logit and feature KD against the specialised losses
+PLAIN = ("kd", "fitnet", "cwd")
+SPECIALISED = ("cirkd+kd", "cirkd_channel+kd", "intra_kd+kd", "lgad", "skd", "sad", "ifvd", "dsd", "at")
 STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.yaml"}
 
 
@@ -96,10 +104,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.report_only and not finished(run_dir, args.steps):
                     continue
                 extra = [f"seed={seed}", *run_overrides(method, teacher, label_teacher)]
-                ckpt = train_recipe(recipe, run_dir, data, extra, steps=args.steps)
+                ckpt = train_recipe(recipe, run_dir, data, extra, steps=args.steps, val_every=args.val_every)
                 scores = evaluate_checkpoint(str(ckpt), "culane", str(data), "test", max_images=args.eval_images)
                 row = {"student": student, "method": method, "seed": seed, **scores,
-                       "sec_per_step": sec_per_step(run_dir)}
+                       "sec_per_step": sec_per_step(run_dir), "steps": args.steps, "curve": val_curve(run_dir)}
                 results["rows"].append(row)
                 print(f"{student:<7} {method:<12} seed {seed}: F1 {100 * scores['f1']:.1f}  "
                       f"mIoU {100 * scores['miou']:.1f}  {row['sec_per_step']:.2f} s/step", flush=True)
@@ -107,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.timing_rounds and "baseline" in done:
             results.setdefault("step_ratio", {})[student] = step_ratios(
                 recipe, done, teacher, label_teacher, data, out / "timing", args.timing_rounds)
+    annotate(results)
     return results
 
 
@@ -151,35 +160,107 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
     return {m: statistics.median(v) / base for m, v in times.items()}
 
 
+def relative_step_times(results: dict[str, Any], student: str) -> dict[str, float]:
+    """Each method's step time over the baseline's for ``student``: timed side by side (``step_ratio``)
+    where it was, else from the runs' logged seconds per step; empty without a baseline."""
+    rows = [r for r in results["rows"] if r["student"] == student]
+    timed = results.get("step_ratio", {}).get(student, {})
+    sec = {m: timed[m] if m in timed else statistics.mean(r["sec_per_step"] for r in rows if r["method"] == m)
+           for m in dict.fromkeys(r["method"] for r in rows)}
+    return {m: t / sec["baseline"] for m, t in sec.items()} if "baseline" in sec else {}
+
+
+def equal_time_f1(row: dict[str, Any], ratio: float | None) -> float | None:
+    """The run's validation F1 at the baseline's training time, ``steps / ratio`` steps; None without a
+    curve (results from before ``--val-every``), a ratio, or a validation that early."""
+    if not row.get("curve") or ratio is None:
+        return None
+    return f1_at_step(row["curve"], equal_time_step(row["steps"], ratio))
+
+
+def annotate(results: dict[str, Any]) -> None:
+    """Record in every row its F1 at the baseline's time and how far its F1 moved over the last fifth."""
+    ratios = {s: relative_step_times(results, s) for s in dict.fromkeys(r["student"] for r in results["rows"])}
+    for r in results["rows"]:
+        r["f1_equal_time"] = equal_time_f1(r, ratios[r["student"]].get(r["method"]))
+        r["tail_moved"], r["converged"] = convergence(r.get("curve") or [], r.get("steps", 0))
+
+
+EQUAL_TIME_NOTE = ("F1 at baseline's time: validation-split F1 at the last validation at or before "
+                   "floor(steps / step-time ratio), mean over seeds. The learning rate was scheduled over the "
+                   "whole run, so this is not the score of a run trained for that budget from the start.")
+
+
 def summarise(results: dict[str, Any]) -> str:
-    t = results["teacher"]
+    """The Markdown table; with validation curves also the equal-time column and the lines under it."""
+    t, rows = results["teacher"], results["rows"]
+    curves = any(r.get("curve") for r in rows)     # results from before --val-every have none
+    cols = ["student", "method", "F1 (mean ± std)", "ΔF1 vs baseline", "mIoU (mean ± std)", "ΔmIoU",
+            "step time vs baseline", "seeds", *(["F1 at baseline's time"] if curves else [])]
     lines = [f"Teacher ({results.get('teacher_model', '?')}): F1 {100 * t['f1']:.1f}, mIoU {100 * t['miou']:.1f}", "",
-             "| student | method | F1 (mean ± std) | ΔF1 vs baseline | mIoU (mean ± std) | ΔmIoU | step time vs baseline | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
-    rows = results["rows"]
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    notes = []
     for student in dict.fromkeys(r["student"] for r in rows):
-        def stats(method: str, key: str) -> tuple[float, float, int]:
-            vals = [100 * r[key] for r in rows if r["student"] == student and r["method"] == method]
-            return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+        runs = {m: [r for r in rows if r["student"] == student and r["method"] == m]
+                for m in dict.fromkeys(r["method"] for r in rows if r["student"] == student)}
+        ratios = relative_step_times(results, student)
+        equal = {m: _mean_points([equal_time_f1(r, ratios.get(m)) for r in rs]) for m, rs in runs.items()}
+        for method, rs in runs.items():
+            cells = _cells(rs, runs.get("baseline"), ratios.get(method))
+            cells += ["n/a" if equal[method] is None else f"{equal[method]:.1f}"] if curves else []
+            lines.append("| " + " | ".join([student, method, *cells]) + " |")
+        if curves:
+            notes += [convergence_line(student, runs.get("baseline", [])), *plain_vs_specialised(student, equal)]
+    return "\n".join(lines + (["", EQUAL_TIME_NOTE, *notes] if notes else []))
 
-        def step(method: str) -> float:
-            timed = results.get("step_ratio", {}).get(student, {})
-            if method in timed:
-                return timed[method]
-            return statistics.mean(r["sec_per_step"] for r in rows if r["student"] == student and r["method"] == method)
 
-        has_base = any(r["student"] == student and r["method"] == "baseline" for r in rows)
-        for method in dict.fromkeys(r["method"] for r in rows if r["student"] == student):
-            f1, f1_sd, n = stats(method, "f1")
-            miou, miou_sd, _ = stats(method, "miou")
-            if has_base:
-                gains = (f"{f1 - stats('baseline', 'f1')[0]:+.1f}", f"{miou - stats('baseline', 'miou')[0]:+.1f}",
-                         f"{step(method) / step('baseline'):.2f}x")
-            else:
-                gains = ("n/a", "n/a", "n/a")
-            lines.append(f"| {student} | {method} | {f1:.1f} ± {f1_sd:.1f} | {gains[0]} | {miou:.1f} ± {miou_sd:.1f} "
-                         f"| {gains[1]} | {gains[2]} | {n} |")
-    return "\n".join(lines)
+def _mean_sd(rows: list[dict[str, Any]], key: str) -> tuple[float, float]:
+    vals = [100 * r[key] for r in rows]
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _mean_points(vals: list[float | None]) -> float | None:
+    """Mean over seeds in points; None when any seed has no value."""
+    return None if not vals or None in vals else 100 * statistics.mean(vals)
+
+
+def _cells(rows: list[dict[str, Any]], base: list[dict[str, Any]] | None, ratio: float | None) -> list[str]:
+    """One method's cells from F1 to seeds; gains are "n/a" without a baseline."""
+    (f1, f1_sd), (miou, miou_sd) = _mean_sd(rows, "f1"), _mean_sd(rows, "miou")
+    gains = ["n/a"] * 3
+    if base:
+        gains = [f"{f1 - _mean_sd(base, 'f1')[0]:+.1f}", f"{miou - _mean_sd(base, 'miou')[0]:+.1f}", f"{ratio:.2f}x"]
+    return [f"{f1:.1f} ± {f1_sd:.1f}", gains[0], f"{miou:.1f} ± {miou_sd:.1f}", gains[1], gains[2], str(len(rows))]
+
+
+def convergence_line(student: str, base: list[dict[str, Any]]) -> str:
+    """Whether ``student``'s baseline runs meet the rule: F1 moves less than 1 point over the last fifth."""
+    if not base:
+        return f"{student}: no baseline runs, so whether the baseline converged is not known."
+    steps = max(r.get("steps", 0) for r in base)
+    span = f"over the last fifth (steps {tail_start(steps)}-{steps})"
+    moves = {r["seed"]: convergence(r.get("curve") or [], r.get("steps", 0)) for r in base}
+    if all(ok for _, ok in moves.values()):
+        return (f"{student} baseline converged: F1 moved at most {max(m for m, _ in moves.values()):.1f} points "
+                f"{span}, seeds {','.join(map(str, moves))}.")
+    why = [f"seed {s}: F1 moved {m:.1f} points" if ok is False else f"seed {s}: fewer than 2 validations"
+           for s, (m, ok) in moves.items() if not ok]
+    verdict = "did not converge" if any(ok is False for _, ok in moves.values()) else "convergence not known"
+    return (f"{student} baseline {verdict} ({'; '.join(why)}) {span}: this table does not meet the convergence "
+            f"rule (F1 moves less than 1 point over the last fifth of the run).")
+
+
+def plain_vs_specialised(student: str, equal: dict[str, float | None]) -> list[str]:
+    """One sentence: the best plain (logit/feature) KD against the best specialised method at the
+    baseline's training time; none unless both have an equal-time F1."""
+    best = [max(((round(equal[m], 1), m) for m in group if equal.get(m) is not None), default=None)
+            for group in (PLAIN, SPECIALISED)]
+    if None in best:
+        return []
+    (p, pm), (sp, sm) = best
+    verdict = f"{'plain KD' if p > sp else 'the specialised method'} is higher by {abs(p - sp):.1f} points"
+    return [f"{student} at the baseline's training time: best plain KD {pm} {p:.1f}, best specialised {sm} {sp:.1f}; "
+            f"{verdict if p != sp else 'they are equal'}."]
 
 
 # Relative step cost of each method on a CPU (measured with the ENet student), to share the runs out
@@ -217,8 +298,8 @@ def run_parallel(args: argparse.Namespace) -> None:
     train_recipe("synthetic_teacher.yaml", Path(args.out) / "teacher", Path(args.data), steps=args.teacher_steps)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     common = ["--out", args.out, "--data", args.data, "--students", *args.students, "--seeds", *map(str, args.seeds),
-              "--steps", str(args.steps), "--teacher-steps", str(args.teacher_steps),
-              "--eval-images", str(args.eval_images), "--timing-rounds", "0"]  # timed here, afterwards
+              "--steps", str(args.steps), "--val-every", str(args.val_every),
+              "--teacher-steps", str(args.teacher_steps), "--eval-images", str(args.eval_images), "--timing-rounds", "0"]  # timed here, afterwards
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.kd_table", *common, "--methods", *group],
                               env=env) for group in shards(args.methods, args.jobs)]
@@ -236,6 +317,9 @@ def main() -> None:
                     help="default: the table's methods; also the variants tried (VARIANTS)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--val-every", type=int, default=None,
+                    help="validate every N steps, so each run has an F1 curve (default: steps // 10, at least 1; "
+                         "0 = only at the end)")
     ap.add_argument("--teacher-steps", type=int, default=600)
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
@@ -248,6 +332,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.students, args.methods, args.seeds, args.steps, args.teacher_steps = ["enet"], ["baseline", "kd"], [0], 20, 20
+    if args.val_every is None:
+        args.val_every = max(1, args.steps // 10)
     if args.jobs > 1 and not args.report_only:
         run_parallel(args)          # afterwards every run is finished: run() below only scores them
     results = run(args)
