@@ -5,7 +5,8 @@
 
 From one trained FP32 student: its FP32 ONNX, the post-training INT8 Q/DQ file (``export.quantize``,
 calibrated on the same training frames QAT calibrates on), and per seed a QAT run without KD and
-one with logit KD against the FP32 student (``distill.qat``), each exported with ``export.qat``.
+one with logit KD against the FP32 student (``distill.qat``), and with ``--teacher`` one with CWD
+from the student's own (FP32) teacher, each exported with ``export.qat``.
 Every file is scored through the runtime (``export.accuracy.task_scores``: runtime pre-processing,
 ONNX Runtime on the CPU, runtime lane decoding, CULane protocol) on the test split, and timed on
 ONNX Runtime's CPU provider (median ms per frame, one thread, in interleaved rounds). Prints a table and writes
@@ -47,17 +48,25 @@ def latencies_ms(paths: list[Path], frames: list, rounds: int = 7, iters: int = 
     return [statistics.median(t) for t in times]
 
 
-def qat_run(args: argparse.Namespace, seed: int, kd: bool) -> Path:
+def qat_variants(args: argparse.Namespace) -> dict[str, tuple[str, list[str]]]:
+    """Run name -> (row label, recipe overrides): QAT without KD, with the recipe's default logit KD
+    against the FP32 student, and (``--teacher``) with CWD from the student's own teacher."""
+    variants = {"nokd": ("INT8 QAT", ["methods=[]"]), "kd": ("INT8 QAT + KD", [])}
+    if args.teacher:
+        variants["teacher"] = ("INT8 QAT + CWD from the teacher",
+                               [f"teacher={{checkpoint: {args.teacher}}}", "methods=[{name: cwd}]"])
+    return variants
+
+
+def qat_run(args: argparse.Namespace, seed: int, variant: str, overrides: list[str]) -> Path:
     """One QAT run (resumed if its folder holds a cut one), exported; returns the ONNX path."""
     from distill.qat import load_qat_config, qat
     from export.qat import export_qat
 
-    out = args.work / f"qat_{args.target}_{'kd' if kd else 'nokd'}_s{seed}"
+    out = args.work / f"qat_{args.target}_{variant}_s{seed}"
     sets = [f"out={out}", f"qat.student={args.checkpoint}", f"qat.target={args.target}", f"data.root={args.root}",
             f"steps={args.steps}", "val_every=0", f"ckpt_every={max(5, args.steps // 4)}", f"seed={seed}",
-            f"qat.calib_images={args.calib_images}", "data.num_workers=0"]
-    if not kd:
-        sets.append("methods=[]")
+            f"qat.calib_images={args.calib_images}", "data.num_workers=0", *overrides]
     cfg = load_qat_config(RECIPE, sets)
     qat(cfg, quiet=True)
     onnx_path = out / "model_int8.onnx"
@@ -75,15 +84,22 @@ def score(path: Path, root: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=Path("runs/culane/enet/best.pt"))
-    p.add_argument("--root", type=Path, default=Path("data/CULane"), help="CULane-layout data set (train + test)")
+    p.add_argument("--root", type=Path, default=Path("data/CULane"),
+                   help="CULane-layout data set: the student's training data (QAT fine-tunes and calibrates on it)")
+    p.add_argument("--test-root", type=Path, default=None,
+                   help="the data set whose test split scores every file (default: --root); a larger held-out "
+                        "set than the student's own test split narrows the F1 noise")
     p.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu")
     p.add_argument("--steps", type=int, default=60, help="QAT fine-tuning steps per run")
     p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="the student's teacher checkpoint: adds QAT runs with CWD from it (as the distilled recipe)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--work", type=Path, default=Path("runs/bench_qat"))
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
-    for path in (args.checkpoint, args.root):
+    args.test_root = args.test_root or args.root
+    for path in (args.checkpoint, args.root, args.test_root, *([args.teacher] if args.teacher else [])):
         if not path.exists():
             p.error(f"{path} not found")
     from export.onnx import export_onnx
@@ -97,19 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     ptq = args.work / f"ptq_{args.target}.onnx"
     if not ptq.is_file():
         quantize_int8(fp32, ptq, frames, target=args.target, calib_frames=len(frames), verify_frames=0)
-    rows = [{"model": "FP32", "seed": None, **score(fp32, args.root)},
-            {"model": f"INT8 post-training ({args.target})", "seed": None, **score(ptq, args.root)}]
+    rows = [{"model": "FP32", "seed": None, **score(fp32, args.test_root)},
+            {"model": f"INT8 post-training ({args.target})", "seed": None, **score(ptq, args.test_root)}]
     for seed in args.seeds:
-        for kd in (False, True):
-            path = qat_run(args, seed, kd)
-            rows.append({"model": f"INT8 QAT{' + KD' if kd else ''} ({args.target})", "seed": seed,
-                         **score(path, args.root)})
+        for variant, (label, overrides) in qat_variants(args).items():
+            path = qat_run(args, seed, variant, overrides)
+            rows.append({"model": f"{label} ({args.target})", "seed": seed, **score(path, args.test_root)})
     for row, ms in zip(rows, latencies_ms([Path(r["file"]) for r in rows], frames[:8])):
         row["latency_ms"] = ms
     table = summary_table(rows, args)
     print(table)
     data = {"rows": rows, "steps": args.steps, "target": args.target, "seeds": args.seeds,
-            "checkpoint": str(args.checkpoint), "root": str(args.root)}
+            "checkpoint": str(args.checkpoint), "root": str(args.root),
+            "test_root": str(args.test_root), "teacher": str(args.teacher or "")}
     write_outputs(args.out, f"bench_qat_{args.target}", data, table)
     return 0
 
