@@ -344,6 +344,6 @@ def run_demo(s: DemoSettings) -> Path:
                                                     "side_by_side": s.side_by_side}, indent=2))
     print(f"\ndemo finished in {total / 60:.1f} min; report: {report}")
     for r in bench_result["models"]:
-        print(f"  {Path(r['model']).name}: {r['serial_fps']:.1f} FPS serial, "
+        print(f"  {Path(r['model']).name} on {r['backend']['backend']}: {r['serial_fps']:.1f} FPS serial, "
               f"{r.get('pipelined_fps') or 0:.1f} FPS pipelined (whole pipeline on {video.name})")
     return report
