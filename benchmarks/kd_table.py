@@ -299,7 +299,8 @@ def run_parallel(args: argparse.Namespace) -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     common = ["--out", args.out, "--data", args.data, "--students", *args.students, "--seeds", *map(str, args.seeds),
               "--steps", str(args.steps), "--val-every", str(args.val_every),
-              "--teacher-steps", str(args.teacher_steps), "--eval-images", str(args.eval_images), "--timing-rounds", "0"]  # timed here, afterwards
+              "--teacher-steps", str(args.teacher_steps), "--eval-images", str(args.eval_images),
+              "--timing-rounds", "0"]  # timed here, afterwards
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.kd_table", *common, "--methods", *group],
                               env=env) for group in shards(args.methods, args.jobs)]
