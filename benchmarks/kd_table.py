@@ -30,12 +30,14 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks._runs import DATA, RECIPES, ensure_data, finished, sec_per_step, train_recipe, write_outputs
+from benchmarks._runs import (DATA, RECIPES, ensure_data, ensure_val_split, finished, sec_per_step, train_recipe,
+                              write_outputs)
 from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, tail_start, val_curve
 from distill.checkpoint import load_checkpoint
 from distill.config import load_config
@@ -53,27 +55,28 @@ METHODS: dict[str, list[dict[str, Any]]] = {
     "cwd": [{"name": "cwd"}],
     "ifvd": [{"name": "ifvd", "s_tap": "stage3", "t_tap": "decoder"}, {"name": "kd"}],
     "dsd": [{"name": "dsd"}],
-    # the authors distil 1/8-resolution logits: at full resolution the batch-summed pixel term
-    # dwarfs the task loss and the WGAN-GP discriminator costs 2 s a step on a CPU
+    # the authors distil 1/8-resolution logits (at full resolution the WGAN-GP discriminator costs 2 s
+    # a step on a CPU); the pixel term's weight is its scaled default, lambda_pi = 10 per image
     "skd": [{"name": "skd_pixel", "logits_scale": 0.125}, {"name": "skd_pair", "s_tap": "stage3", "t_tap": "decoder"},
             {"name": "skd_holistic", "variant": "wgan-gp", "logits_scale": 0.5, "d_l4": False}],
-    "cirkd+kd": [{"name": "kd"}, {"name": "cirkd", "s_tap": "stage3", "t_tap": "decoder",
-                                  "pixel_memory_size": 4000, "region_memory_size": 400}],
+    # bank sizes: the scaled defaults (the authors' age in steps at 8 images a step: 10000 / 1000)
+    "cirkd+kd": [{"name": "kd"}, {"name": "cirkd", "s_tap": "stage3", "t_tap": "decoder"}],
     "cirkd_channel+kd": [{"name": "kd"}, {"name": "cirkd_channel", "s_tap": "stage3", "t_tap": "decoder"}],
     "intra_kd+kd": [{"name": "kd"}, {"name": "intra_kd", "s_tap": "stage3", "t_tap": "decoder"}],
     "lgad": [{"name": "lgad", "label_teacher_checkpoint": "{label_teacher}", "stages": ["stage1", "stage2", "stage3"]}],
 }
-# SKD's pixel term is summed over the batch: with 8 images on one device it weighs 8x what it does
-# per image; this variant divides lambda_pi = 10 by the batch size
-METHODS["skd_per_image"] = [{**METHODS["skd"][0], "weight": 1.25}, *METHODS["skd"][1:]]
+# SKD with the authors' lambda_pi = 10 on the batch-summed pixel term (8x its scaled default at 8
+# images a step); earlier tables' "skd" row
+METHODS_AUTHORS_SKD = [{**METHODS["skd"][0], "weight": 10.0}, *METHODS["skd"][1:]]
 # What was tried on the methods that stay below the baseline (``--methods NAME``; not in the default
 # table): the whole method switched on after 40% of the run, the warm-up SAD's authors use
 # (``start``, which every method takes), SKD without its GAN term, IntRA-KD without the logit KD.
 WARMUP = 0.4
 VARIANTS: dict[str, list[dict[str, Any]]] = {
     f"{m}@start{WARMUP}": [{**part, "start": WARMUP} for part in METHODS[m]]
-    for m in ("kd", "fitnet", "ifvd", "dsd", "skd_per_image", "intra_kd+kd", "lgad")}
-VARIANTS["skd_per_image-holistic"] = METHODS["skd_per_image"][:2]
+    for m in ("kd", "fitnet", "ifvd", "dsd", "skd", "intra_kd+kd", "lgad")}
+VARIANTS["skd-holistic"] = METHODS["skd"][:2]
+VARIANTS["skd_authors_pixel_weight"] = METHODS_AUTHORS_SKD
 VARIANTS["intra_kd"] = METHODS["intra_kd+kd"][1:]
 RUNS = {**METHODS, **VARIANTS}
 # compared at the baseline's training time: plain logit and feature KD against the specialised losses
@@ -82,12 +85,58 @@ SPECIALISED = ("cirkd+kd", "cirkd_channel+kd", "intra_kd+kd", "lgad", "skd", "sa
 STUDENT_RECIPES = {"enet": "synthetic_enet.yaml", "erfnet": "synthetic_erfnet.yaml"}
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Who teaches whom: the teacher's recipe and budget, the students' input size and validation split."""
+
+    teacher_recipe: str
+    teacher_steps: int
+    student_size: tuple[int, int] | None     # None: the student recipe's (96x256), the teacher's too
+    long_val: bool                           # validate on the 240-image split (ensure_val_split)
+    steps: int                               # default student budget
+    out: str
+    method_kwargs: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()   # per method name, set on every entry
+
+    def adapt(self, methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``methods`` with this setup's settings for the named methods."""
+        kw = {name: dict(pairs) for name, pairs in self.method_kwargs}
+        return [{**m, **kw.get(m["name"], {})} for m in methods]
+
+
+SETUPS = {
+    # the capacity gap: an ENet trained 1200 steps at 96x256 teaches students that see the same
+    # frames at 48x128 (a quarter of the pixels); its logits are resized to theirs
+    # SKD's terms read the logits at the authors' sizes relative to their 64x64 (1/8 of a 512 crop)
+    # logits: the pixel term at half the student's 48x128 (24x64), D at full size (it needs 32 px a side)
+    "gap": Setup("synthetic_enet.yaml", 1200, (48, 128), True, 800, "runs/kd_gap",
+                 (("skd_pixel", (("logits_scale", 0.5),)), ("skd_holistic", (("logits_scale", 1.0),)))),
+    # the first table: teacher = the student architecture trained 2.4x longer, same input size
+    "same-size": Setup("synthetic_teacher.yaml", 600, None, False, 250, "runs/kd"),
+}
+
+
+def student_overrides(setup: Setup, data: Path) -> list[str]:
+    """The config overrides every student run (and label teacher) of ``setup`` gets."""
+    extra = [f"data.input_size=[{setup.student_size[0]},{setup.student_size[1]}]"] if setup.student_size else []
+    if setup.long_val:
+        extra.append(f"data.val_split={ensure_val_split(data)}")
+    return extra
+
+
+def teacher_input(setup: Setup | None) -> list[int] | None:
+    """The teacher's own input size when the students read another one."""
+    if setup is None or setup.student_size is None:
+        return None
+    return list(load_config(TrainConfig, RECIPES / setup.teacher_recipe).data.input_size)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    out, data = Path(args.out), Path(args.data)
+    out, data, setup = Path(args.out), Path(args.data), SETUPS[args.setup]
     ensure_data(data)
     if args.report_only and not finished(out / "teacher", args.teacher_steps):
         raise SystemExit(f"--report-only: no finished teacher in {out / 'teacher'}")
-    teacher = train_recipe("synthetic_teacher.yaml", out / "teacher", data, steps=args.teacher_steps)
+    teacher = train_recipe(setup.teacher_recipe, out / "teacher", data, steps=args.teacher_steps)
+    common = student_overrides(setup, data)
     results: dict[str, Any] = {"teacher": evaluate_checkpoint(str(teacher), "culane", str(data), "test",
                                                               max_images=args.eval_images),
                                "teacher_model": load_checkpoint(teacher)["model_name"], "rows": []}
@@ -98,12 +147,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "{label_teacher}" in json.dumps(RUNS[method]) and label_teacher is None:
                 label_teacher = out / f"{student}_label_teacher" / "last.pt"
                 if not args.report_only:
-                    train_recipe(recipe, label_teacher.parent, data, ["label_teacher=true"], steps=args.steps)
+                    train_recipe(recipe, label_teacher.parent, data, ["label_teacher=true", *common], steps=args.steps)
             for seed in args.seeds:
                 run_dir = out / student / method / f"seed{seed}"
                 if args.report_only and not finished(run_dir, args.steps):
                     continue
-                extra = [f"seed={seed}", *run_overrides(method, teacher, label_teacher)]
+                extra = [f"seed={seed}", *common, *run_overrides(method, teacher, label_teacher, setup)]
                 ckpt = train_recipe(recipe, run_dir, data, extra, steps=args.steps, val_every=args.val_every)
                 scores = evaluate_checkpoint(str(ckpt), "culane", str(data), "test", max_images=args.eval_images)
                 row = {"student": student, "method": method, "seed": seed, **scores,
@@ -114,22 +163,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         done = [m for m in args.methods if any(r["student"] == student and r["method"] == m for r in results["rows"])]
         if args.timing_rounds and "baseline" in done:
             results.setdefault("step_ratio", {})[student] = step_ratios(
-                recipe, done, teacher, label_teacher, data, out / "timing", args.timing_rounds)
+                recipe, done, teacher, label_teacher, data, out / "timing", args.timing_rounds, common, setup)
     annotate(results)
     return results
 
 
-def run_overrides(method: str, teacher: Path, label_teacher: Path | None) -> list[str]:
-    """The config overrides that turn a student recipe into the run of ``method``."""
+def run_overrides(method: str, teacher: Path, label_teacher: Path | None, setup: Setup | None = None) -> list[str]:
+    """The config overrides that turn a student recipe into the run of ``method`` in ``setup``."""
     methods = json.loads(json.dumps(RUNS[method]).replace("{label_teacher}", str(label_teacher)))
+    methods = setup.adapt(methods) if setup else methods
     extra = [f"methods={json.dumps(methods)}"]
+    teacher_size = teacher_input(setup)
     if any(m["name"] not in ("sad", "lgad") for m in methods):
-        extra.append(f"teacher={{checkpoint: {teacher}}}")
+        size = f", input_size: [{teacher_size[0]}, {teacher_size[1]}]" if teacher_size else ""
+        extra.append(f"teacher={{checkpoint: {teacher}{size}}}")
     return extra
 
 
 def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: Path | None, data: Path,
-                scratch: Path, rounds: int, overrides: list[str] = ()) -> dict[str, float]:
+                scratch: Path, rounds: int, overrides: list[str] = (), setup: Setup | None = None) -> dict[str, float]:
     """Seconds per training step of each method over the baseline's, timed side by side here.
 
     Every method's Trainer is built on the same batch; ``rounds`` rounds then time one step of each in
@@ -141,11 +193,14 @@ def step_ratios(recipe: str, methods: list[str], teacher: Path, label_teacher: P
     trainers = {}
     for m in methods:
         sets = [f"out={scratch / m}", f"data.root={data}", "data.num_workers=0", "resume=never",
-                *run_overrides(m, teacher, label_teacher), *overrides]
+                *run_overrides(m, teacher, label_teacher, setup), *overrides]
         trainer = Trainer(load_config(TrainConfig, RECIPES / recipe, sets), quiet=True)
         trainer.step = trainer.cfg.steps - 1
         trainers[m] = trainer
-    batch = next(iter(trainers[methods[0]].loader))
+    # one batch for all: from a run whose teacher reads its own input size when there is one (its
+    # batch also carries ``teacher_image``; the others ignore it)
+    source = next((t for t in trainers.values() if t.teacher_size is not None), trainers[methods[0]])
+    batch = next(iter(source.loader))
     sync = torch.cuda.synchronize if trainers[methods[0]].device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(rounds + 1):
@@ -267,8 +322,8 @@ def plain_vs_specialised(student: str, equal: dict[str, float | None]) -> list[s
 # evenly over --jobs (the two variants from RESULTS.md's rotated variants pass, the rest from an older
 # one). ERFNet's method overheads weigh less against its heavier step (cirkd+kd 1.96x).
 COST = {"baseline": 1.0, "kd": 1.14, "fitnet": 1.15, "at": 1.42, "sad": 0.88, "cwd": 1.09, "ifvd": 1.26,
-        "dsd": 1.12, "skd": 2.23, "skd_per_image": 2.64, "cirkd+kd": 3.04, "intra_kd+kd": 1.36, "lgad": 1.11,
-        "skd_per_image-holistic": 1.23, "intra_kd": 1.70,
+        "dsd": 1.12, "skd": 2.64, "skd_authors_pixel_weight": 2.23, "cirkd+kd": 3.04, "intra_kd+kd": 1.36,
+        "lgad": 1.11, "skd-holistic": 1.23, "intra_kd": 1.70,
         # step_ratios, 8 rounds, ENet at 96x256, with kd 1.23 and cirkd+kd 2.97 in the same pass
         "cirkd_channel+kd": 1.28}
 
@@ -295,9 +350,12 @@ def shards(methods: list[str], jobs: int) -> list[list[str]]:
 def run_parallel(args: argparse.Namespace) -> None:
     """Train the teacher here, then the runs in ``args.jobs`` single-threaded processes side by side."""
     ensure_data(Path(args.data))
-    train_recipe("synthetic_teacher.yaml", Path(args.out) / "teacher", Path(args.data), steps=args.teacher_steps)
+    setup = SETUPS[args.setup]
+    train_recipe(setup.teacher_recipe, Path(args.out) / "teacher", Path(args.data), steps=args.teacher_steps)
+    student_overrides(setup, Path(args.data))       # writes the validation split once, before the workers
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    common = ["--out", args.out, "--data", args.data, "--students", *args.students, "--seeds", *map(str, args.seeds),
+    common = ["--setup", args.setup, "--out", args.out, "--data", args.data, "--students", *args.students,
+              "--seeds", *map(str, args.seeds),
               "--steps", str(args.steps), "--val-every", str(args.val_every),
               "--teacher-steps", str(args.teacher_steps), "--eval-images", str(args.eval_images),
               "--timing-rounds", "0"]  # timed here, afterwards
@@ -311,17 +369,20 @@ def run_parallel(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="runs/kd")
+    ap.add_argument("--setup", default="gap", choices=sorted(SETUPS),
+                    help="gap (default): a 96x256 ENet teacher, students at 48x128, 240 validation images; "
+                         "same-size: the first table (teacher = the student architecture trained longer)")
+    ap.add_argument("--out", default=None, help="default: the setup's (runs/kd_gap, runs/kd)")
     ap.add_argument("--data", default=str(DATA), help="synthetic data (written there when missing)")
     ap.add_argument("--students", nargs="+", default=["enet", "erfnet"], choices=sorted(STUDENT_RECIPES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(RUNS),
                     help="default: the table's methods; also the variants tried (VARIANTS)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--steps", type=int, default=None, help="default: the setup's (gap 800, same-size 250)")
     ap.add_argument("--val-every", type=int, default=None,
                     help="validate every N steps, so each run has an F1 curve (default: steps // 10, at least 1; "
                          "0 = only at the end)")
-    ap.add_argument("--teacher-steps", type=int, default=600)
+    ap.add_argument("--teacher-steps", type=int, default=None, help="default: the setup's (gap 1200, same-size 600)")
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
     ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
     ap.add_argument("--report-only", action="store_true", help="score the runs that finished; train nothing")
@@ -331,6 +392,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="train in this many processes side by side (CPU: 2 on 2 cores gives 1.6x the runs/hour)")
     args = ap.parse_args()
+    setup = SETUPS[args.setup]
+    args.out = args.out or setup.out
+    args.steps = args.steps or setup.steps
+    args.teacher_steps = args.teacher_steps or setup.teacher_steps
     if args.quick:
         args.students, args.methods, args.seeds, args.steps, args.teacher_steps = ["enet"], ["baseline", "kd"], [0], 20, 20
     if args.val_every is None:

@@ -1,6 +1,7 @@
 """Training curves as a PNG: every logged loss term and validation metric against the step."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def plot_curves(history: list[dict[str, Any]], out: str | Path) -> Path:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(out.stem + ".tmp.png")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")   # per process: two writers never share it
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     tmp.replace(out)

@@ -188,6 +188,21 @@ def tap_sizes(model: SegModel, in_channels: int, input_size: tuple[int, int]) ->
 
 # ----------------------------------------------------------------------------- helpers
 
+def teacher_input_size(cfg: TrainConfig) -> tuple[int, int] | None:
+    """The teacher's own (h, w) when ``teacher.input_size`` names one other than the student's, else None."""
+    t = cfg.teacher
+    if t is None or not t.input_size:
+        return None
+    if len(t.input_size) != 2 or any(int(v) <= 0 for v in t.input_size):
+        raise ValueError(f"teacher.input_size must be [height, width], got {list(t.input_size)}")
+    size = (int(t.input_size[0]), int(t.input_size[1]))
+    if size == tuple(int(v) for v in cfg.data.input_size):
+        return None
+    if cfg.label_teacher:
+        raise ValueError("teacher.input_size: a label teacher reads the label map at the data's input size")
+    return size
+
+
 def pick_device(kind: str) -> torch.device:
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
@@ -258,8 +273,9 @@ class Trainer:
         from distill.data.dataset import build_dataset, collate  # imported late: heavy readers
 
         d = cfg.data
+        self.teacher_size = teacher_input_size(cfg)
         self.train_set = build_dataset(d.kind, d.root, d.train_split, tuple(d.input_size), d.crop_top,
-                                       train=True, **d.options)
+                                       train=True, teacher_size=self.teacher_size, **d.options)
         self.val_set = build_dataset(d.kind, d.root, d.val_split, tuple(d.input_size), d.crop_top,
                                      train=False, **d.options)
         self.spec: DataSpec = self.train_set.spec
@@ -328,7 +344,8 @@ class Trainer:
 
     def build_methods(self, student: SegModel, t_info: dict[str, TapInfo] | None, in_channels: int) -> list[KDMethod]:
         """Build ``cfg.methods``; ``weight: auto`` entries start at the method's default weight and
-        are rescaled by the start-up step; sizes a method needs (``needs_feature_size``) are measured."""
+        are rescaled by the start-up step; sizes a method needs (``needs_feature_size``) are measured
+        and the batch size passed to those that scale their defaults by it (``needs_batch_size``)."""
         self.auto_shares: dict[int, float] = {}
         self.auto_resolved = False
         methods, sizes = [], None
@@ -352,6 +369,9 @@ class Trainer:
                 tap = entry.get("s_tap", inspect.signature(cls).parameters["s_tap"].default)
                 if tap in sizes:   # an unknown tap fails in the constructor, naming the valid ones
                     entry["feature_size"] = self.cfg.methods[i]["feature_size"] = list(sizes[tap])
+            if getattr(cls, "needs_batch_size", False) and "batch_size" not in entry:
+                entry["batch_size"] = self.cfg.data.batch_size
+                entry["world_size"] = self.dist.world
             method = build_method(name, taps_info(student), t_info, self.spec, **entry)
             if i in self.auto_shares and not isinstance(getattr(method, "weight", None), float):
                 raise ValueError(f"KD method {name!r} has no single float weight; weight: auto needs one")
@@ -472,7 +492,7 @@ class Trainer:
         t_taps = None
         if self.teacher is not None:
             with torch.no_grad(), self.autocast():
-                t_taps = {k: v.detach() for k, v in self.teacher.forward_taps(x).items()}
+                t_taps = {k: v.detach() for k, v in self.teacher_taps(x, batch).items()}
         self.distiller.train()
         with self.autocast():
             terms, s_taps = self.forward_fn(x, batch, t_taps)
@@ -496,6 +516,20 @@ class Trainer:
                 values.update(m.after_student_step(s_det, t_taps or {}, batch))
         values["lr"] = lr
         return values
+
+    def teacher_taps(self, x: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The teacher's taps on the batch: on ``teacher_image`` when the teacher reads its own input
+        size, its ``logits`` then resized (bilinear) to the student's input size."""
+        assert self.teacher is not None
+        if self.teacher_size is None:
+            return self.teacher.forward_taps(x)
+        xt = batch["teacher_image"]
+        if self.cfg.channels_last:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        taps = dict(self.teacher.forward_taps(xt))
+        taps["logits"] = F.interpolate(taps["logits"], size=tuple(x.shape[-2:]), mode="bilinear",
+                                       align_corners=False)
+        return taps
 
     def validate(self) -> dict[str, float]:
         return self.validator.run(self.student, self.autocast, label_teacher=self.cfg.label_teacher)
@@ -586,7 +620,7 @@ class Trainer:
                 try:
                     with self.autocast():
                         with torch.no_grad():
-                            t_taps = self.teacher.forward_taps(x) if self.teacher is not None else None
+                            t_taps = self.teacher_taps(x, batch) if self.teacher is not None else None
                         self.distiller.train()
                         task, per_method, _ = self.distiller.terms_by_source(x, batch, t_taps)
                 except Exception as exc:

@@ -28,6 +28,10 @@ class ModelConfig:
 @dataclass
 class TeacherConfig:
     checkpoint: str = ""                     # a lanekd checkpoint; the architecture is read from it
+    # (h, w) the teacher reads; empty = the student's data.input_size. A larger size shows the teacher
+    # the same augmented frame at its own training resolution; its logits are resized (bilinear) to
+    # the student's, and each method resizes the teacher taps it reads to the student tap's size.
+    input_size: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -52,7 +52,7 @@ def test_jobs_share_the_methods_out_by_cost():
     assert max(loads) - min(loads) <= max(COST.values())
     assert shards(["kd"], 4) == [["kd"]]
     assert cost("kd@start0.4") == pytest.approx(0.4 + 0.6 * COST["kd"]) and cost("skd-x") == COST["skd"]
-    assert cost("skd_per_image-holistic") == COST["skd_per_image-holistic"] < COST["skd_per_image"]
+    assert cost("skd-holistic") == COST["skd-holistic"] < COST["skd"]
     assert all(cost(m) == COST[m] for m in RUNS if m in COST)     # a measured variant is not a guess
 
 
@@ -66,7 +66,27 @@ def test_step_ratios_time_every_method_side_by_side(synth_root, tmp_path):
     torch.set_num_threads(1)
     small = ["data.crop_top=0", "data.input_size=[128, 256]", "data.batch_size=2"]  # D needs 64 px
     teacher = train_recipe("synthetic_teacher.yaml", tmp_path / "t", synth_root, [*small, "data.num_workers=0"], steps=1)
+    files = {p: p.read_bytes() for p in (tmp_path / "t").iterdir() if p.is_file()}
+    assert train_recipe("synthetic_teacher.yaml", tmp_path / "t", synth_root, small, steps=1) == teacher
+    assert {p: p.read_bytes() for p in (tmp_path / "t").iterdir() if p.is_file()} == files  # finished: untouched
     ratios = step_ratios("synthetic_enet.yaml", ["baseline", "skd"], teacher, None, synth_root, tmp_path / "timing",
                          rounds=2, overrides=small)
     assert ratios["baseline"] == 1.0
     assert ratios["skd"] > 1.0          # a teacher forward and a discriminator step on top of the same step
+
+
+def test_the_gap_setup_gives_the_teacher_its_own_input_size_and_skd_its_logit_sizes(tmp_path):
+    import dataclasses
+
+    from benchmarks.kd_table import SETUPS, run_overrides, student_overrides
+
+    gap = SETUPS["gap"]
+    skd = run_overrides("skd", tmp_path / "t.pt", None, gap)
+    assert skd[1] == f"teacher={{checkpoint: {tmp_path / 't.pt'}, input_size: [96, 256]}}"
+    scales = {m["name"]: m.get("logits_scale") for m in json.loads(skd[0].removeprefix("methods="))}
+    assert scales == {"skd_pixel": 0.5, "skd_pair": None, "skd_holistic": 1.0}
+    assert run_overrides("sad", tmp_path / "t.pt", None, gap) == [f"methods={json.dumps(METHODS['sad'])}"]
+    assert student_overrides(dataclasses.replace(gap, long_val=False), tmp_path) == ["data.input_size=[48,128]"]
+    same = SETUPS["same-size"]     # the first table: the teacher reads the student's input, no setting
+    assert run_overrides("skd", tmp_path / "t.pt", None, same)[1] == f"teacher={{checkpoint: {tmp_path / 't.pt'}}}"
+    assert student_overrides(same, tmp_path) == []

@@ -282,6 +282,24 @@ def test_cirkd_memory_no_valid_anchor_is_finite_zero():
     assert banks[1].tolist() == [0, 0, 0]
 
 
+def test_batch_scaled_defaults_follow_the_rules_in_the_docstrings():
+    s_info, t_info = {"decoder": TapInfo(6, 8), "logits": TapInfo(5, 1)}, {"decoder": TapInfo(16, 8), "logits": TapInfo(5, 1)}
+    # SKD pixel: lambda_pi = 10 per image; the authors' 10 when the batch size is not known
+    assert build_method("skd_pixel", s_info, t_info, SPEC).weight == 10.0
+    assert build_method("skd_pixel", s_info, t_info, SPEC, batch_size=8).weight == 1.25
+    assert build_method("skd_pixel", s_info, t_info, SPEC, batch_size=8, weight=3.0).weight == 3.0
+    # CIRKD banks keep the authors' age in steps: 20000 / 2000 at 16 images a step
+    for batch, world, banks in ((None, 1, (20000, 2000)), (8, 1, (10000, 1000)), (2, 8, (20000, 2000)),
+                                (4, 1, (5000, 500))):
+        m = build_method("cirkd", s_info, t_info, SPEC, batch_size=batch, world_size=world)
+        assert (m.teacher_pixel_queue.shape[1], m.teacher_segment_queue.shape[1]) == banks, (batch, world)
+    assert C.scaled_bank_sizes(777, None, 8) == (777, 1000)
+    # CIRKDv2 channel queue: 10000 x K / 256 with K = min(B x world x Ct, 256) vectors a step
+    for batch, size in ((None, 10000), (8, 5000), (16, 10000), (64, 10000), (1, 625)):
+        m = build_method("cirkd_channel", s_info, t_info, SPEC, feature_size=(8, 8), batch_size=batch)
+        assert m.teacher_channel_queue.shape[0] == size, batch
+
+
 def test_cirkd_module_state_and_sizes():
     m = build_method("cirkd", {"decoder": TapInfo(6, 8)}, {"decoder": TapInfo(4, 8)}, SPEC,
                      pixel_memory_size=1000, region_memory_size=300)

@@ -165,6 +165,60 @@ def test_the_start_up_check_runs_a_method_that_has_not_started_yet(synth_root, t
     assert calls == [True] and trainer.step == 0
 
 
+def test_a_teacher_with_its_own_input_size_sees_the_same_augmented_frame_larger(synth_root, tmp_path):
+    import numpy as np
+    import torch.nn.functional as F
+
+    from distill.data.dataset import build_dataset
+    from distill.data.transforms import train_transforms
+
+    # the data: each item carries the frame twice, same flip / rotation / jitter, two resizes
+    ds = build_dataset("culane", synth_root, "train", (40, 104), train=True, seed=4, teacher_size=(80, 208))
+    for index, epoch in ((0, 0), (5, 3), (11, 7)):
+        item = ds.item(index, epoch)
+        raw, key = ds.reader[index], [4, epoch, index]
+        for name, size in (("image", (40, 104)), ("teacher_image", (80, 208))):
+            expect = train_transforms(size)(raw, np.random.default_rng(key)).image
+            assert np.array_equal(item[name].numpy(), expect), (name, index, epoch)
+        small = F.interpolate(item["teacher_image"][None], size=(40, 104), mode="area")[0]
+        assert (small - item["image"]).abs().mean() < 0.5 * (small.flip(-1) - item["image"]).abs().mean()
+
+    # the Trainer: the teacher (trained at 80x208) reads teacher_image; its logits come back at the
+    # student's size, its feature taps at its own (each method resizes what it reads)
+    train(_cfg(synth_root, tmp_path / "t", steps=1, data={"input_size": [80, 208]}), quiet=True)
+    teacher = {"checkpoint": str(tmp_path / "t" / "last.pt"), "input_size": [80, 208]}
+    cfg = _cfg(synth_root, tmp_path / "kd", steps=2, teacher=teacher,
+               methods=[{"name": "kd"}, {"name": "cwd"}, {"name": "fitnet", "s_tap": "stage3", "t_tap": "stage3"},
+                        {"name": "skd_holistic", "variant": "hinge", "logits_scale": 1.0, "d_l4": False}])
+    trainer = Trainer(cfg, quiet=True)
+    seen = []
+    forward_taps = trainer.teacher.forward_taps
+    trainer.teacher.forward_taps = lambda x: seen.append(tuple(x.shape[-2:])) or forward_taps(x)
+    batch = trainer.startup_batch()
+    assert batch["image"].shape[-2:] == (40, 104) and batch["teacher_image"].shape[-2:] == (80, 208)
+    with torch.no_grad():
+        taps = trainer.teacher_taps(batch["image"], batch)
+    assert taps["logits"].shape[-2:] == (40, 104) and taps["stage3"].shape[-2:] == (10, 26)
+    trainer.run()
+    assert seen and set(seen) == {(80, 208)}
+    keys = set().union(*(json.loads(l) for l in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()))
+    assert {"kd/kd", "kd/cwd", "kd/fitnet", "kd/skd_holistic_d"} <= keys
+
+    with pytest.raises(ValueError, match=r"teacher.input_size must be \[height, width\]"):
+        Trainer(_cfg(synth_root, tmp_path / "bad", teacher={**teacher, "input_size": [80]},
+                     methods=[{"name": "kd"}]), quiet=True)
+    with pytest.raises(ValueError, match="a label teacher reads the label map"):
+        Trainer(_cfg(synth_root, tmp_path / "lt", label_teacher=True, teacher=teacher), quiet=True)
+
+
+def test_the_trainer_hands_its_batch_size_to_methods_that_scale_by_it(synth_root, tmp_path):
+    trainer = _kd_trainer(synth_root, tmp_path, [{"name": "skd_pixel"}, {"name": "skd_pixel", "weight": 2.0},
+                                                 {"name": "cirkd", "s_tap": "stage3", "t_tap": "stage3"}])
+    pixel, explicit, cirkd = trainer.distiller.methods
+    assert pixel.weight == 10.0 / 4 and explicit.weight == 2.0          # the test config's batch is 4
+    assert (cirkd.teacher_pixel_queue.shape[1], cirkd.teacher_segment_queue.shape[1]) == (5000, 500)
+
+
 def test_bad_inputs_fail_clearly(synth_root, tmp_path):
     with pytest.raises(KeyError, match="valid names"):
         Trainer(_cfg(synth_root, tmp_path / "x", model={"name": "erfnet_typo"}), quiet=True)
@@ -309,11 +363,12 @@ def test_weight_auto_scales_a_method_to_the_stated_share(synth_root, tmp_path):
 
     methods = [{"name": "skd_pixel", "weight": "auto", "share": 0.25}, {"name": "kd", "weight": "auto"}, {"name": "cwd"}]
     trainer = _kd_trainer(synth_root, tmp_path, methods)
-    assert trainer.distiller.methods[0].weight == 10.0 and trainer.auto_shares == {0: 0.25, 1: 0.5}
+    # weight: auto starts from the default: SKD's scaled one, lambda_pi = 10 per image (batch 4)
+    assert trainer.distiller.methods[0].weight == 2.5 and trainer.auto_shares == {0: 0.25, 1: 0.5}
     rng = rng_state()
     trainer.dry_run()
     resolved = [m.weight for m in trainer.distiller.methods]
-    assert resolved[0] != 10.0 and resolved[2] == 3.0
+    assert resolved[0] != 2.5 and resolved[2] == 3.0
     # measured again after scaling, on the same batch: the shares are the stated ones
     task, per_method = _startup_terms(trainer, rng)
     after = trainer.measure_grad_shares(task, per_method)
@@ -322,7 +377,7 @@ def test_weight_auto_scales_a_method_to_the_stated_share(synth_root, tmp_path):
     trainer.run()
     auto = [json.loads(line) for line in (tmp_path / "kd" / "log.jsonl").read_text().splitlines()][0]["startup"]["auto"]
     assert auto["skd_pixel"]["share"] == 0.25 and auto["skd_pixel"]["weight"] == pytest.approx(resolved[0])
-    assert auto["skd_pixel"]["weight_before"] == 10.0
+    assert auto["skd_pixel"]["weight_before"] == 2.5
     saved = yaml.safe_load((tmp_path / "kd" / "config.yaml").read_text())["methods"]
     assert saved[0] == {"name": "skd_pixel", "weight": pytest.approx(resolved[0])} and saved[2] == {"name": "cwd"}
     ckpt = load_checkpoint(tmp_path / "kd" / "last.pt")

@@ -59,9 +59,11 @@ class SegDataset(Dataset):
     Augmentations depend only on (``seed``, epoch, index), never on worker scheduling.
     """
 
-    def __init__(self, reader: Any, transform: Compose, seed: int = 0) -> None:
+    def __init__(self, reader: Any, transform: Compose, seed: int = 0,
+                 teacher_transform: Compose | None = None) -> None:
         self.reader = reader
         self.transform = transform
+        self.teacher_transform = teacher_transform   # set: items also carry ``teacher_image``
         self.seed = int(seed)
         self.epoch = 0
         self._skips_logged = record_skips(reader, 0)     # list entries skipped while indexing
@@ -83,35 +85,49 @@ class SegDataset(Dataset):
 
     def sample(self, index: int, epoch: int | None = None) -> Sample:
         """The transformed ``Sample`` (lanes, meta with geometry): what evaluators need."""
-        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
+        return self._samples(index, epoch, teacher=False)[0]
+
+    def _samples(self, index: int, epoch: int | None, teacher: bool) -> list[Sample]:
+        """The frame through ``transform`` and, with ``teacher``, through ``teacher_transform`` too:
+        both draw from the same (seed, epoch, index) generator, so they get the same flip, rotation
+        and colour jitter, and differ only in their resize."""
+        key = [self.seed, self.epoch if epoch is None else int(epoch), int(index)]
         raw = self.reader[index]
         self._skips_logged = record_skips(self.reader, self._skips_logged)
-        return self.transform(raw, rng)
+        transforms = [self.transform, self.teacher_transform] if teacher else [self.transform]
+        return [t(raw, np.random.default_rng(key)) for t in transforms]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.item(index, self.epoch)
 
     def item(self, index: int, epoch: int) -> dict[str, Any]:
         """Item ``index`` with the augmentations of ``epoch`` (what persistent workers are asked for)."""
-        s = self.sample(index, epoch)
-        if s.image.ndim != 3 or s.image.shape[0] != 3 or s.image.dtype != np.float32:
-            raise TypeError("SegDataset's transform must end in Normalize (float32 (3, H, W) image)")
+        s, *t = self._samples(index, epoch, teacher=self.teacher_transform is not None)
+        for x in (s, *t):
+            if x.image.ndim != 3 or x.image.shape[0] != 3 or x.image.dtype != np.float32:
+                raise TypeError("SegDataset's transforms must end in Normalize (float32 (3, H, W) image)")
         h, w = s.image.shape[1:]
         mask = s.mask if s.mask is not None else np.full((h, w), IGNORE_INDEX, np.uint8)
-        return {"image": torch.from_numpy(s.image),
+        item = {"image": torch.from_numpy(s.image),
                 "mask": torch.from_numpy(mask.astype(np.int64)),
                 "exist": torch.from_numpy(np.asarray(s.exist, np.float32).copy()),
                 "index": int(index)}
+        if t:
+            item["teacher_image"] = torch.from_numpy(t[0].image)
+        return item
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a list of items into a batch (``index`` becomes an int64 tensor)."""
     if not items:
         raise ValueError("collate got an empty batch")
-    return {"image": torch.stack([it["image"] for it in items]),
-            "mask": torch.stack([it["mask"] for it in items]),
-            "exist": torch.stack([it["exist"] for it in items]),
-            "index": torch.tensor([it["index"] for it in items], dtype=torch.int64)}
+    batch = {"image": torch.stack([it["image"] for it in items]),
+             "mask": torch.stack([it["mask"] for it in items]),
+             "exist": torch.stack([it["exist"] for it in items]),
+             "index": torch.tensor([it["index"] for it in items], dtype=torch.int64)}
+    if "teacher_image" in items[0]:
+        batch["teacher_image"] = torch.stack([it["teacher_image"] for it in items])
+    return batch
 
 
 def build_reader(kind: str, root: str | Path, split: str, **kw: Any) -> Any:
@@ -156,18 +172,23 @@ def reader_class(kind: str) -> type:
 
 
 def build_dataset(kind: str, root: str | Path, split: str, input_size: tuple[int, int],
-                  crop_top: int | float = 0, train: bool = False, *, seed: int = 0, **kw: Any) -> SegDataset:
+                  crop_top: int | float = 0, train: bool = False, *, seed: int = 0,
+                  teacher_size: tuple[int, int] | None = None, **kw: Any) -> SegDataset:
     """Reader + train or eval transforms for ``kind``.
 
     Transform options (``flip``, ``rotate_deg``, ``rotate_p``, ``jitter``, ``interp``) are taken
     from ``kw``; the rest goes to the reader (``line_width``, ``skip_bad``, ``classes_file``, ...).
+    ``teacher_size`` (h, w): items also carry ``teacher_image``, the same frame with the same
+    augmentations resized to that size, for a teacher that reads a larger input than its student.
     """
     t_kw = {k: kw.pop(k) for k in _TRANSFORM_KEYS if k in kw}
     reader = build_reader(kind, root, split, **kw)
-    size = (int(input_size[0]), int(input_size[1]))
-    if train:
-        transform = train_transforms(size, crop_top, **t_kw)
-    else:
-        extra = {k: v for k, v in t_kw.items() if k == "interp"}
-        transform = eval_transforms(size, crop_top, **extra)
-    return SegDataset(reader, transform, seed=seed)
+
+    def transforms(hw: tuple[int, int]) -> Compose:
+        size = (int(hw[0]), int(hw[1]))
+        if train:
+            return train_transforms(size, crop_top, **t_kw)
+        return eval_transforms(size, crop_top, **{k: v for k, v in t_kw.items() if k == "interp"})
+
+    teacher = transforms(teacher_size) if teacher_size is not None else None
+    return SegDataset(reader, transforms(input_size), seed=seed, teacher_transform=teacher)

@@ -29,10 +29,14 @@ class KDMethod(nn.Module):
     Its float ``self.weight`` must scale every term it returns (the Trainer's ``weight: auto``
     rescales it). ``needs_feature_size = True`` makes the Trainer pass ``feature_size``, the (h, w)
     of the student's ``s_tap`` at the training input size, unless the config gives one.
+    ``needs_batch_size = True`` makes it pass ``batch_size`` (images per device per step) and
+    ``world_size`` (devices), from which such a method scales the defaults that depend on them
+    (the rule is in its docstring); built without them, the method keeps the authors' values.
     """
 
     uses_teacher: bool = True
     needs_feature_size: bool = False
+    needs_batch_size: bool = False
     s_taps_needed: tuple[str, ...] = ()
     t_taps_needed: tuple[str, ...] = ()
 

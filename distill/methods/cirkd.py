@@ -207,24 +207,53 @@ def _resize_like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+AUTHORS_IMAGES_PER_STEP = 16           # 2 per GPU on 8 GPUs, gathered for the enqueue
+AUTHORS_BANKS = (20000, 2000)          # per class: pixel, region
+
+
+def scaled_bank_sizes(pixel: int | None, region: int | None, batch_size: int | None,
+                      world_size: int = 1) -> tuple[int, int]:
+    """The per-class bank sizes: the ones given, else the scaled defaults.
+
+    Rule: a bank should remember as many *steps* of teacher embeddings as the authors' does. They
+    enqueue, per step, up to 16 pixels and 1 region per class from each of 16 images (all ranks
+    gathered), so their 20000 / 2000 slots hold the last 78 / 125 steps. At ``batch_size`` x
+    ``world_size`` images a step the same age needs 20000 / 2000 x images / 16 slots (10000 / 1000
+    at 8 images on one device). Without ``batch_size``: the authors' 20000 / 2000.
+    """
+    scale = 1.0 if batch_size is None else int(batch_size) * int(world_size) / AUTHORS_IMAGES_PER_STEP
+    sizes = [given if given is not None else max(1, round(default * scale))
+             for given, default in zip((pixel, region), AUTHORS_BANKS)]
+    for what, v in zip(("pixel_memory_size", "region_memory_size"), sizes):
+        if int(v) <= 0:
+            raise ValueError(f"cirkd: {what} must be > 0, got {v}")
+    return int(sizes[0]), int(sizes[1])
+
+
 @METHODS.register("cirkd")
 class CIRKD(KDMethod):
     """CIRKD mini-batch + memory terms on the ``decoder`` taps (see the module docstring).
 
     ``weight`` scales all three terms; ``minibatch_weight`` / ``pixel_memory_weight`` /
     ``region_memory_weight`` are the per-term lambdas (1, 0.1, 0.1; set a memory weight to 0 to drop
-    that term; both 0 skips the banks entirely).
+    that term; both 0 skips the banks entirely). Bank sizes not given are scaled to the images per
+    step (``scaled_bank_sizes``; the Trainer passes ``batch_size`` and ``world_size``).
     """
+
+    needs_batch_size = True
 
     def __init__(self, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None, spec: DataSpec,
                  weight: float = 1.0, minibatch_weight: float = 1.0, pixel_memory_weight: float = 0.1,
                  region_memory_weight: float = 0.1, tau: float = 0.1, memory_tau: float = 0.1,
                  t_kd: float = 1.0, pooling: str = "none", sampling: str = "reference",
-                 pixel_memory_size: int = 20000, region_memory_size: int = 2000,
+                 pixel_memory_size: int | None = None, region_memory_size: int | None = None,
                  pixel_contrast_total: int = 4096, region_contrast_total: int = 1024,
                  s_tap: str = "decoder", t_tap: str = "decoder",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 world_size: int = 1) -> None:
         super().__init__()
+        pixel_memory_size, region_memory_size = scaled_bank_sizes(pixel_memory_size, region_memory_size,
+                                                                  batch_size, world_size)
         if t_info is None:
             raise ValueError("cirkd needs a teacher")
         if pooling not in POOLINGS:

@@ -38,6 +38,12 @@ the argparse default is 0). ``weight`` scales all three; a per-term weight of 0 
 (memory 0: no queue). The authors' CIRKDv2 runs add logit KD (1), FitNets (1 or 10) and CIRKD's
 pixel terms: here those are the separate ``kd``, ``fitnet`` and ``cirkd`` methods.
 
+Scaled default (``needs_batch_size``): the authors enqueue K = 256 channel vectors a step (16
+images x hundreds of channels is always more), so their 10000 slots hold the last 39 steps. A
+smaller run enqueues K = min(batch_size x world_size x Ct, 256) a step; with no
+``channel_memory_size`` given the queue keeps the authors' age in steps: 10000 x K / 256 slots
+(5000 for 8 images of a 16-channel teacher tap). Built without ``batch_size``: 10000.
+
 ``feature_size``: the (h, w) of the student tap at the training input size; it sizes the queue
 (the authors measure it with one forward at the crop size). The Trainer fills it in
 (``needs_feature_size``); a forward at another size fails with a clear error.
@@ -63,6 +69,7 @@ from distill.methods.cirkd import concat_all_gather, contrast_kd, cross_image_kl
 from distill.models.base import TapInfo
 
 PATCH = 4   # the authors' fixed 4x4 average pooling
+AUTHORS_MEMORY, AUTHORS_UPDATE = 10000, 256   # channel queue slots; vectors enqueued a step
 
 
 def pooled_size(feature_size: Sequence[int]) -> int:
@@ -135,19 +142,26 @@ class CIRKDChannel(KDMethod):
     """CIRKDv2 channel terms on the ``decoder`` taps (see the module docstring for shapes and defaults)."""
 
     needs_feature_size = True
+    needs_batch_size = True
 
     def __init__(self, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None, spec: DataSpec,
                  weight: float = 1.0, minibatch_weight: float = 1.0, memory_weight: float = 0.1,
                  mse_weight: float = 100.0, tau: float = 0.1, t_kd: float = 1.0,
-                 feature_size: Sequence[int] | None = None, channel_memory_size: int = 10000,
+                 feature_size: Sequence[int] | None = None, channel_memory_size: int | None = None,
                  channel_contrast_size: int = 2048, channel_update_freq: int = 256,
                  s_tap: str = "decoder", t_tap: str = "decoder",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 world_size: int = 1) -> None:
         super().__init__()
         if t_info is None:
             raise ValueError("cirkd_channel needs a teacher")
         s_i, t_i = self.bind_taps(s_info, t_info, s_tap, t_tap, "cirkd_channel")
         cs, ct = s_i.channels, t_i.channels
+        if channel_memory_size is None:
+            channel_memory_size = AUTHORS_MEMORY
+            if batch_size is not None:
+                per_step = min(int(batch_size) * int(world_size) * ct, int(channel_update_freq))
+                channel_memory_size = max(per_step, round(AUTHORS_MEMORY * per_step / AUTHORS_UPDATE))
         self.weight, self.minibatch_weight = float(weight), float(minibatch_weight)
         self.memory_weight, self.mse_weight = float(memory_weight), float(mse_weight)
         self.tau = check_positive(tau, "tau", "cirkd_channel")
