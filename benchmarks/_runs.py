@@ -54,11 +54,19 @@ def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), 
     """Train ``recipes/<recipe>`` into ``out`` on ``data`` and return its last checkpoint.
 
     A finished run is returned as it is (not resumed: parallel workers share the teacher), so tables
-    can be built up over several sessions. ``steps`` (when given) also sets four checkpoints and
+    can be built up over several sessions; a run scheduled for another number of steps is an error. ``steps`` (when given) also sets four checkpoints and
     validation every ``val_every`` steps (default: only at the end; 0 also means only at the end).
     """
-    if steps is not None and finished(out, steps):
-        return out / "last.pt"
+    if steps is not None and (out / "last.pt").is_file():
+        from distill.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(out / "last.pt")
+        planned = int(ckpt.get("config", {}).get("steps", steps))
+        if planned != steps:   # resuming would graft a new learning-rate schedule onto the old one
+            raise ValueError(f"{out} holds a run scheduled for {planned} steps, not {steps}: "
+                             f"use another output folder (--out)")
+        if int(ckpt["step"]) >= steps:
+            return out / "last.pt"
     sets = [f"out={out}", f"data.root={data}"]
     val_every = steps if val_every is None else val_every
     if steps is not None:

@@ -69,6 +69,8 @@ def test_step_ratios_time_every_method_side_by_side(synth_root, tmp_path):
     files = {p: p.read_bytes() for p in (tmp_path / "t").iterdir() if p.is_file()}
     assert train_recipe("synthetic_teacher.yaml", tmp_path / "t", synth_root, small, steps=1) == teacher
     assert {p: p.read_bytes() for p in (tmp_path / "t").iterdir() if p.is_file()} == files  # finished: untouched
+    with pytest.raises(ValueError, match="scheduled for 1 steps, not 5"):
+        train_recipe("synthetic_teacher.yaml", tmp_path / "t", synth_root, small, steps=5)
     ratios = step_ratios("synthetic_enet.yaml", ["baseline", "skd"], teacher, None, synth_root, tmp_path / "timing",
                          rounds=2, overrides=small)
     assert ratios["baseline"] == 1.0
