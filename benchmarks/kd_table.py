@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +102,11 @@ class Setup:
     long_val: bool                           # validate on the 240-image split (ensure_val_split)
     steps: int                               # default student budget
     out: str
-    method_kwargs: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()   # per method name, set on every entry
+    method_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)   # method name -> settings
 
     def adapt(self, methods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``methods`` with this setup's settings for the named methods."""
-        kw = {name: dict(pairs) for name, pairs in self.method_kwargs}
-        return [{**m, **kw.get(m["name"], {})} for m in methods]
+        return [{**m, **self.method_kwargs.get(m["name"], {})} for m in methods]
 
 
 SETUPS = {
@@ -116,7 +115,7 @@ SETUPS = {
     # SKD's terms read the logits at the authors' sizes relative to their 64x64 (1/8 of a 512 crop)
     # logits: the pixel term at half the student's 48x128 (24x64), D at full size (it needs 32 px a side)
     "gap": Setup("synthetic_enet.yaml", 1200, (48, 128), True, 1600, "runs/kd_gap",
-                 (("skd_pixel", (("logits_scale", 0.5),)), ("skd_holistic", (("logits_scale", 1.0),)))),
+                 {"skd_pixel": {"logits_scale": 0.5}, "skd_holistic": {"logits_scale": 1.0}}),
     # the first table: teacher = the student architecture trained 2.4x longer, same input size
     "same-size": Setup("synthetic_teacher.yaml", 600, None, False, 250, "runs/kd"),
 }
