@@ -84,6 +84,9 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     for m in ("kd", "fitnet", "ifvd", "dsd", "skd", "intra_kd+kd", "lgad")}
 VARIANTS["skd-holistic"] = METHODS["skd"][:2]
 VARIANTS["skd_authors_pixel_weight"] = METHODS_AUTHORS_SKD
+# even per image SKD's pixel term pulls 9x as hard as the task loss at start-up (gap setup): scaled
+# to half of it (weight: auto), the pair-wise and GAN terms as they are
+VARIANTS["skd-pixel_auto"] = [{**METHODS["skd"][0], "weight": "auto", "share": 0.5}, *METHODS["skd"][1:]]
 VARIANTS["intra_kd"] = METHODS["intra_kd+kd"][1:]
 RUNS = {**METHODS, **VARIANTS}
 # compared at the baseline's training time: plain logit and feature KD against the specialised losses
