@@ -92,3 +92,12 @@ def test_the_gap_setup_gives_the_teacher_its_own_input_size_and_skd_its_logit_si
     same = SETUPS["same-size"]     # the first table: the teacher reads the student's input, no setting
     assert run_overrides("skd", tmp_path / "t.pt", None, same)[1] == f"teacher={{checkpoint: {tmp_path / 't.pt'}}}"
     assert student_overrides(same, tmp_path) == []
+
+
+def test_grid_oracle_scores_the_label_map_as_a_prediction(synth_root):
+    from benchmarks.grid_oracle import oracle
+
+    fine = oracle(synth_root, "test", (72, 200), 0)
+    assert fine["miou"] == 1.0 and fine["f1"] > 0.9     # the labels themselves: (nearly) every lane found
+    coarse = oracle(synth_root, "test", (8, 24), 0)      # a grid too coarse to place lanes
+    assert coarse["f1"] < fine["f1"]
