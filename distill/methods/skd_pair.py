@@ -62,7 +62,9 @@ class SKDPair(KDMethod):
     ``variant="official"`` (default, the paper's repository): pool_scale 0.5, weight 0.5 (its
     ``run_train_val.sh``). ``variant="cirkd"``: CIRKD's 2x2 re-implementation, weight 10;
     ``weight=None`` picks the variant's default. No adapter (affinities are channel-free). The
-    teacher tap is bilinearly resized to the student's size when strides differ.
+    teacher tap is bilinearly resized to the student's size when strides differ. ``pool_scale`` is
+    a fraction of the map, so the node grid does not grow with the resolution: ceil(1 / pool_scale)
+    or one more per side (3x3 on the authors' 65x65 map, 2x2 on an even-sized one); nothing to scale.
     """
 
     def __init__(self, s_info: dict[str, TapInfo], t_info: dict[str, TapInfo] | None, spec: DataSpec,
