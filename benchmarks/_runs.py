@@ -54,8 +54,9 @@ def train_recipe(recipe: str, out: Path, data: Path, overrides: list[str] = (), 
     """Train ``recipes/<recipe>`` into ``out`` on ``data`` and return its last checkpoint.
 
     A finished run is returned as it is (not resumed: parallel workers share the teacher), so tables
-    can be built up over several sessions; a run scheduled for another number of steps is an error. ``steps`` (when given) also sets four checkpoints and
-    validation every ``val_every`` steps (default: only at the end; 0 also means only at the end).
+    can be built up over several sessions; a run scheduled for another number of steps is an error.
+    ``steps`` (when given) also sets four checkpoints and validation every ``val_every`` steps
+    (default: only at the end; 0 also means only at the end).
     """
     if steps is not None and (out / "last.pt").is_file():
         from distill.checkpoint import load_checkpoint

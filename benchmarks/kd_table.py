@@ -72,9 +72,6 @@ METHODS: dict[str, list[dict[str, Any]]] = {
     "intra_kd+kd": [{"name": "kd"}, {"name": "intra_kd", "s_tap": "stage3", "t_tap": "decoder"}],
     "lgad": [{"name": "lgad", "label_teacher_checkpoint": "{label_teacher}", "stages": ["stage1", "stage2", "stage3"]}],
 }
-# SKD with the authors' lambda_pi = 10 on the batch-summed pixel term (8x its scaled default at 8
-# images a step); earlier tables' "skd" row
-METHODS_AUTHORS_SKD = [{**METHODS["skd"][0], "weight": 10.0}, *METHODS["skd"][1:]]
 # What was tried on the methods that stay below the baseline (``--methods NAME``; not in the default
 # table): the whole method switched on after 40% of the run, the warm-up SAD's authors use
 # (``start``, which every method takes), SKD without its GAN term, IntRA-KD without the logit KD.
@@ -83,7 +80,9 @@ VARIANTS: dict[str, list[dict[str, Any]]] = {
     f"{m}@start{WARMUP}": [{**part, "start": WARMUP} for part in METHODS[m]]
     for m in ("kd", "fitnet", "ifvd", "dsd", "skd", "intra_kd+kd", "lgad")}
 VARIANTS["skd-holistic"] = METHODS["skd"][:2]
-VARIANTS["skd_authors_pixel_weight"] = METHODS_AUTHORS_SKD
+# the authors' lambda_pi = 10 on the batch-summed pixel term (8x its scaled default at 8 images a
+# step): the first table's "skd" row
+VARIANTS["skd_authors_pixel_weight"] = [{**METHODS["skd"][0], "weight": 10.0}, *METHODS["skd"][1:]]
 # even per image SKD's pixel term pulls 9x as hard as the task loss at start-up (gap setup): scaled
 # to half of it (weight: auto), the pair-wise and GAN terms as they are
 VARIANTS["skd-pixel_auto"] = [{**METHODS["skd"][0], "weight": "auto", "share": 0.5}, *METHODS["skd"][1:]]
@@ -393,7 +392,8 @@ def main() -> None:
                          "0 = only at the end)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="default: the setup's (gap 1200, same-size 600)")
     ap.add_argument("--eval-images", type=int, default=0, help="0 = the whole test split")
-    ap.add_argument("--quick", action="store_true", help="ENet, baseline and kd, one seed, 20 steps")
+    ap.add_argument("--quick", action="store_true",
+                    help="ENet, baseline and kd, one seed, 20 steps, in the setup's folder + _quick")
     ap.add_argument("--report-only", action="store_true", help="score the runs that finished; train nothing")
     ap.add_argument("--timing-rounds", type=int, default=5,
                     help="step time vs baseline: rounds of one step per method side by side in one process "
@@ -402,11 +402,12 @@ def main() -> None:
                     help="train in this many processes side by side (CPU: 2 on 2 cores gives 1.6x the runs/hour)")
     args = ap.parse_args()
     setup = SETUPS[args.setup]
-    args.out = args.out or setup.out
     args.steps = args.steps or setup.steps
     args.teacher_steps = args.teacher_steps or setup.teacher_steps
     if args.quick:
         args.students, args.methods, args.seeds, args.steps, args.teacher_steps = ["enet"], ["baseline", "kd"], [0], 20, 20
+    # --quick in its own folder: its 20-step runs must not meet the setup's full-length ones
+    args.out = args.out or setup.out + ("_quick" if args.quick else "")
     if args.val_every is None:
         args.val_every = max(1, args.steps // 10)
     if args.jobs > 1 and not args.report_only:

@@ -43,6 +43,7 @@ class SKDPixel(KDMethod):
     image, the size their term has at one image per device. At 8 images per device the authors'
     value makes the term 10-50x the task loss and the student collapses towards background (KD
     table: 5.9 F1 against 56.0 per image). Built without ``batch_size`` the weight is 10, as theirs.
+    ``world_size`` is taken and not used: the sum runs over each device's own images.
     """
 
     needs_batch_size = True
