@@ -2,8 +2,9 @@
 
 A run's ``log.jsonl`` holds its validation entries as ``{"step": N, "val/f1": ..., "val/miou": ...}``;
 its curve is the (step, F1) pairs. Two things are read off a curve: whether the run converged (the
-rule: F1 moves less than 1 point over the last fifth of the run) and a method's F1 when it gets the
-baseline's training time (``steps / step_ratio`` steps).
+rule: F1 moves less than 1 point over the last fifth of the run), with the tail's trend beside it
+(whether a run that fails the rule is still rising or only jittering from checkpoint to checkpoint),
+and a method's F1 when it gets the baseline's training time (``steps / step_ratio`` steps).
 """
 from __future__ import annotations
 
@@ -47,6 +48,21 @@ def convergence(curve: Curve, steps: int, tail: float = TAIL) -> tuple[float | N
         return None, None
     moved = max(f1) - min(f1)
     return moved, moved < CONVERGED_POINTS
+
+
+def tail_trend(curve: Curve, steps: int, tail: float = TAIL) -> float | None:
+    """F1's drift over the run's tail in points: the least-squares slope through the tail's
+    validation points times the tail's length in steps. Checkpoint-to-checkpoint jitter moves F1
+    without moving this; a run still learning moves both. None with fewer than 3 tail points."""
+    start = tail_start(steps, tail)
+    pts = [(s, 100 * f) for s, f in curve if s >= start]
+    if len(pts) < 3:
+        return None
+    ms = sum(s for s, _ in pts) / len(pts)
+    mf = sum(f for _, f in pts) / len(pts)
+    var = sum((s - ms) ** 2 for s, _ in pts)
+    slope = sum((s - ms) * (f - mf) for s, f in pts) / var
+    return slope * (steps - start)
 
 
 def f1_at_step(curve: Curve, step: int) -> float | None:

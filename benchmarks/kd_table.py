@@ -45,7 +45,7 @@ import torch
 
 from benchmarks._runs import (DATA, RECIPES, ensure_data, ensure_val_split, finished, sec_per_step, train_recipe,
                               write_outputs)
-from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, tail_start, val_curve
+from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, tail_start, tail_trend, val_curve
 from distill.checkpoint import load_checkpoint
 from distill.config import load_config
 from distill.train import Trainer
@@ -247,6 +247,7 @@ def annotate(results: dict[str, Any]) -> None:
     for r in results["rows"]:
         r["f1_equal_time"] = equal_time_f1(r, ratios[r["student"]].get(r["method"]))
         r["tail_moved"], r["converged"] = convergence(r.get("curve") or [], r.get("steps", 0))
+        r["tail_trend"] = tail_trend(r.get("curve") or [], r.get("steps", 0))
 
 
 EQUAL_TIME_NOTE = ("F1 at baseline's time: validation-split F1 at the last validation at or before "
@@ -306,11 +307,16 @@ def convergence_line(student: str, base: list[dict[str, Any]]) -> str:
     if all(ok for _, ok in moves.values()):
         return (f"{student} baseline converged: F1 moved at most {max(m for m, _ in moves.values()):.1f} points "
                 f"{span}, seeds {','.join(map(str, moves))}.")
-    why = [f"seed {s}: F1 moved {m:.1f} points" if ok is False else f"seed {s}: fewer than 2 validations"
-           for s, (m, ok) in moves.items() if not ok]
+    trends = {r["seed"]: tail_trend(r.get("curve") or [], r.get("steps", 0)) for r in base}
+    why = [f"seed {s}: F1 moved {m:.1f} points{_trend(trends[s])}" if ok is False
+           else f"seed {s}: fewer than 2 validations" for s, (m, ok) in moves.items() if not ok]
     verdict = "did not converge" if any(ok is False for _, ok in moves.values()) else "convergence not known"
     return (f"{student} baseline {verdict} ({'; '.join(why)}) {span}: this table does not meet the convergence "
             f"rule (F1 moves less than 1 point over the last fifth of the run).")
+
+
+def _trend(drift: float | None) -> str:
+    return "" if drift is None else f", trend {drift:+.1f}"
 
 
 def plain_vs_specialised(student: str, equal: dict[str, float | None]) -> list[str]:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, val_curve
+from benchmarks.kd_curves import convergence, equal_time_step, f1_at_step, tail_trend, val_curve
 from benchmarks.kd_table import annotate, convergence_line, summarise
 
 
@@ -78,14 +78,24 @@ def test_summary_equal_time_column_and_convergence_line():
             "plain KD is higher by 7.0 points.") in lines
 
 
+def test_tail_trend_tells_a_rising_run_from_a_jittering_one():
+    steps = [800, 850, 900, 950, 1000]
+    rising = list(zip(steps, (.60, .61, .62, .63, .64)))            # +1 point per 50 steps: +4 over the tail
+    jitter = list(zip(steps, (.60, .63, .60, .63, .60)))            # moves 3 points, no drift
+    assert tail_trend(rising, 1000) == pytest.approx(4.0)
+    assert tail_trend(jitter, 1000) == pytest.approx(0.0, abs=1e-9)
+    assert convergence(jitter, 1000) == (pytest.approx(3.0), False)
+    assert tail_trend(rising[-2:], 1000) is None                    # two points: no line worth fitting
+
+
 def test_convergence_line_names_the_seed_that_did_not_converge():
     base = [_row("baseline", 0, _curve(.3, .4, .5, .5, .5, .5, .5, .600, .606, .604)),
             _row("baseline", 1, _curve(.3, .4, .5, .5, .5, .5, .5, .600, .615, .610)),
             _row("baseline", 2, [(500, 0.5), (1000, 0.6)])]
     assert convergence_line("enet", base) == (
-        "enet baseline did not converge (seed 1: F1 moved 1.5 points; seed 2: fewer than 2 validations) over the "
-        "last fifth (steps 800-1000): this table does not meet the convergence rule (F1 moves less than 1 point "
-        "over the last fifth of the run).")
+        "enet baseline did not converge (seed 1: F1 moved 1.5 points, trend +1.0; seed 2: fewer than 2 validations) "
+        "over the last fifth (steps 800-1000): this table does not meet the convergence rule (F1 moves less than "
+        "1 point over the last fifth of the run).")
     assert convergence_line("enet", base[2:]).startswith("enet baseline convergence not known (seed 2: fewer than")
 
 
