@@ -15,8 +15,11 @@ Targets (the Q/DQ conventions of ``export.quantize``):
   DQ -> Conv -> Q unit into an integer kernel.
 
 Spatial dropout is removed for the fine-tune (torchao's train/eval switch does not rewrite
-``feature_dropout``); BatchNorm keeps training, folded into the convolution weights as torchao's
-QAT conv-BN pattern simulates. Observers are frozen for the last part of the run
+``feature_dropout``). BatchNorm is folded into the convolution weights as torchao's QAT conv-BN
+pattern simulates; its statistics are frozen from ``qat.freeze_bn`` of the run on (default: from
+the start; 1 = never), so the fine-tune normalises with the trained student's running statistics
+instead of re-estimating them from a few batches of 8 (the usual QAT practice; measured effect in
+benchmarks/RESULTS.md, QAT section). Observers are frozen for the last part of the run
 (``qat.freeze_observers``) and never update during validation.
 """
 from __future__ import annotations
@@ -48,6 +51,7 @@ class QATSettings:
     target: str = "tensorrt"          # tensorrt | cpu (see the module docstring)
     calib_images: int = 64            # training images (eval transforms) that calibrate the observers
     freeze_observers: float = 0.75    # fraction of the run after which the quantisation ranges stay fixed
+    freeze_bn: float = 0.0            # fraction of the run after which BatchNorm statistics stay fixed (1 = never)
 
 
 @dataclass
@@ -85,6 +89,8 @@ def check_qat_config(cfg: QATConfig) -> dict[str, Any]:
         raise ConfigError(f"qat.calib_images must be positive, got {cfg.qat.calib_images}")
     if not 0.0 < cfg.qat.freeze_observers <= 1.0:
         raise ConfigError(f"qat.freeze_observers is a fraction of the run in (0, 1], got {cfg.qat.freeze_observers}")
+    if not 0.0 <= cfg.qat.freeze_bn <= 1.0:
+        raise ConfigError(f"qat.freeze_bn is a fraction of the run in [0, 1], got {cfg.qat.freeze_bn}")
     ckpt = load_checkpoint(cfg.qat.student)
     if QAT_KEY in ckpt:
         raise ConfigError(f"qat.student: {cfg.qat.student} is already a QAT checkpoint; start from the FP32 student")
@@ -250,13 +256,23 @@ def plain_in_channels(model: nn.Module) -> int:
 
 
 class QATStudent(nn.Module):
-    """A prepared (fake-quantised) or converted graph behind the ``SegModel`` interface."""
+    """A prepared (fake-quantised) or converted graph behind the ``SegModel`` interface.
+
+    With ``frozen_bn`` set, ``train()`` leaves the graph's BatchNorm in its eval form: it normalises
+    with the running statistics and does not update them, while everything else trains.
+    """
 
     def __init__(self, graph: torch.fx.GraphModule, like: SegModel) -> None:
         super().__init__()
         self.gm = graph
+        self.frozen_bn = False
         self.feature_info = dict(like.feature_info)
         self.num_classes, self.lane_slots, self.has_exist = like.num_classes, like.lane_slots, like.has_exist
+
+    def train(self, mode: bool = True) -> "QATStudent":
+        self.training = mode
+        self.gm.train(mode and not self.frozen_bn)      # torchao's rewrite of the graph's BatchNorm ops
+        return self
 
     def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(self.gm(x))
@@ -374,6 +390,8 @@ class QATTrainer(Trainer):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         if self.step >= self.qat_cfg.qat.freeze_observers * self.cfg.steps:
             set_observers(self.student, False)
+        if self.step >= self.qat_cfg.qat.freeze_bn * self.cfg.steps:
+            self.student.frozen_bn = True
         return super().train_step(batch)
 
     def validate(self) -> dict[str, float]:

@@ -127,6 +127,23 @@ def test_interrupted_and_resumed_qat_ends_with_the_same_weights(synth_root, stud
         assert torch.equal(v, b["state_dict"][k]), k
 
 
+def _bn_stats(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """BatchNorm running statistics by the FP32 model's names (a QAT graph prefixes them ``gm.model.``)."""
+    state = load_checkpoint(checkpoint)["state_dict"]
+    return {k.removeprefix("gm.model."): v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_batchnorm_statistics_stay_the_students_unless_told_otherwise(synth_root, student, qat_run, tmp_path):
+    fp32 = _bn_stats(student)
+    assert fp32 and _same(_bn_stats(qat_run / "last.pt"), fp32)            # default freeze_bn: 0, from the start
+    qat(_qat_cfg(synth_root, student, tmp_path / "bn", qat={"freeze_bn": 0.5}), quiet=True)
+    assert not _same(_bn_stats(tmp_path / "bn" / "last.pt"), fp32)         # the first half re-estimated them
+
+
 def _fake_quants(target: str) -> tuple[list, list]:
     """(activation, weight) fake-quantize modules torchao inserts into a small ENet for ``target``."""
     from distill.models.base import build_model
@@ -157,3 +174,5 @@ def test_bad_qat_recipes_are_refused_in_one_line(synth_root, student, qat_run, t
         QATTrainer(_qat_cfg(synth_root, qat_run / "last.pt", tmp_path / "b"), quiet=True)
     with pytest.raises(ConfigError, match="unknown key"):
         _qat_cfg(synth_root, student, tmp_path / "c", qat={"bits": 4})
+    with pytest.raises(ConfigError, match="qat.freeze_bn"):
+        QATTrainer(_qat_cfg(synth_root, student, tmp_path / "d", qat={"freeze_bn": 1.5}), quiet=True)
