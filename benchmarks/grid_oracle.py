@@ -19,6 +19,8 @@ from benchmarks._runs import DATA, write_outputs
 from distill.data.dataset import build_dataset
 from distill.validate import Validator
 
+OUT = Path(__file__).resolve().parent / "out"
+
 
 class LabelEcho(torch.nn.Module):
     """Reads the one-hot label planes (the label-teacher input) and returns them as sharp logits."""
@@ -48,7 +50,7 @@ def main() -> None:
     table = "\n".join(["| input size | split | oracle F1 | oracle mIoU |", "|---|---|---|---|",
                        *(f"| {r['size']} | {r['split']} | {100 * r['f1']:.1f} | {100 * r['miou']:.1f} |" for r in rows)])
     print(table)
-    write_outputs(Path("benchmarks/out"), "grid_oracle", rows, table)
+    write_outputs(OUT, "grid_oracle", rows, table)
 
 
 if __name__ == "__main__":

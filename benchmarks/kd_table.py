@@ -303,14 +303,14 @@ def convergence_line(student: str, base: list[dict[str, Any]]) -> str:
         return f"{student}: no baseline runs, so whether the baseline converged is not known."
     steps = max(r.get("steps", 0) for r in base)
     span = f"over the last fifth (steps {tail_start(steps)}-{steps})"
-    moves = {r["seed"]: convergence(r.get("curve") or [], r.get("steps", 0)) for r in base}
-    if all(ok for _, ok in moves.values()):
-        return (f"{student} baseline converged: F1 moved at most {max(m for m, _ in moves.values()):.1f} points "
+    moves = {r["seed"]: (*convergence(r.get("curve") or [], r.get("steps", 0)),
+                         tail_trend(r.get("curve") or [], r.get("steps", 0))) for r in base}
+    if all(ok for _, ok, _ in moves.values()):
+        return (f"{student} baseline converged: F1 moved at most {max(m for m, _, _ in moves.values()):.1f} points "
                 f"{span}, seeds {','.join(map(str, moves))}.")
-    trends = {r["seed"]: tail_trend(r.get("curve") or [], r.get("steps", 0)) for r in base}
-    why = [f"seed {s}: F1 moved {m:.1f} points{_trend(trends[s])}" if ok is False
-           else f"seed {s}: fewer than 2 validations" for s, (m, ok) in moves.items() if not ok]
-    verdict = "did not converge" if any(ok is False for _, ok in moves.values()) else "convergence not known"
+    why = [f"seed {s}: F1 moved {m:.1f} points{_trend(trend)}" if ok is False
+           else f"seed {s}: fewer than 2 validations" for s, (m, ok, trend) in moves.items() if not ok]
+    verdict = "did not converge" if any(ok is False for _, ok, _ in moves.values()) else "convergence not known"
     return (f"{student} baseline {verdict} ({'; '.join(why)}) {span}: this table does not meet the convergence "
             f"rule (F1 moves less than 1 point over the last fifth of the run).")
 
