@@ -89,6 +89,9 @@ def test_the_gap_setup_gives_the_teacher_its_own_input_size_and_skd_its_logit_si
     assert scales == {"skd_pixel": 0.5, "skd_pair": None, "skd_holistic": 1.0}
     assert run_overrides("sad", tmp_path / "t.pt", None, gap) == [f"methods={json.dumps(METHODS['sad'])}"]
     assert student_overrides(dataclasses.replace(gap, long_val=False), tmp_path) == ["data.input_size=[48,128]"]
+    small = SETUPS["gap32"]        # a ninth of the teacher's pixels, the teacher still at its own size
+    assert student_overrides(dataclasses.replace(small, long_val=False), tmp_path) == ["data.input_size=[32,88]"]
+    assert run_overrides("kd", tmp_path / "t.pt", None, small)[1].endswith("input_size: [96, 256]}")
     same = SETUPS["same-size"]     # the first table: the teacher reads the student's input, no setting
     assert run_overrides("skd", tmp_path / "t.pt", None, same)[1] == f"teacher={{checkpoint: {tmp_path / 't.pt'}}}"
     assert student_overrides(same, tmp_path) == []
