@@ -117,18 +117,18 @@ class Setup:
         return [{**m, **self.method_kwargs.get(m["name"], {})} for m in methods]
 
 
+# students read a fraction of the teacher's pixels: SKD's terms read the logits at the authors' sizes
+# relative to their 64x64 (1/8 of a 512 crop): the pixel term at half the student's size, D at full
+# size (it needs 32 px a side: 48x128 and 32x88 both have them)
+SKD_SMALL_STUDENT = {"skd_pixel": {"logits_scale": 0.5}, "skd_holistic": {"logits_scale": 1.0}}
 SETUPS = {
     # the capacity gap: an ENet trained 1200 steps at 96x256 teaches students that see the same
     # frames at 48x128 (a quarter of the pixels); its logits are resized to theirs
-    # SKD's terms read the logits at the authors' sizes relative to their 64x64 (1/8 of a 512 crop)
-    # logits: the pixel term at half the student's 48x128 (24x64), D at full size (it needs 32 px a side)
-    "gap": Setup("synthetic_enet.yaml", 1200, (48, 128), True, 1600, "runs/kd_gap",
-                 {"skd_pixel": {"logits_scale": 0.5}, "skd_holistic": {"logits_scale": 1.0}}),
+    "gap": Setup("synthetic_enet.yaml", 1200, (48, 128), True, 1600, "runs/kd_gap", SKD_SMALL_STUDENT),
     # the gap at convergence: trained 6400 steps, a 48x128 student reaches 79 F1, 7 under the 1200-step
     # teacher; at 32x88 (a ninth of the teacher's pixels; the labels at that size still score 98.4)
-    # the student learns from the 2400-step teacher (test F1 87.2); SKD's D reads the full 32x88
-    "gap32": Setup("synthetic_enet.yaml", 2400, (32, 88), True, 6400, "runs/kd_gap32",
-                   {"skd_pixel": {"logits_scale": 0.5}, "skd_holistic": {"logits_scale": 1.0}}),
+    # the student learns from the 2400-step teacher (test F1 87.2)
+    "gap32": Setup("synthetic_enet.yaml", 2400, (32, 88), True, 6400, "runs/kd_gap32", SKD_SMALL_STUDENT),
     # the first table: teacher = the student architecture trained 2.4x longer, same input size
     "same-size": Setup("synthetic_teacher.yaml", 600, None, False, 250, "runs/kd"),
 }
@@ -314,8 +314,7 @@ def convergence_line(student: str, base: list[dict[str, Any]]) -> str:
         return f"{student}: no baseline runs, so whether the baseline converged is not known."
     steps = max(r.get("steps", 0) for r in base)
     span = f"over the last fifth (steps {tail_start(steps)}-{steps})"
-    moves = {r["seed"]: (*convergence(r.get("curve") or [], r.get("steps", 0)),
-                         tail_trend(r.get("curve") or [], r.get("steps", 0))) for r in base}
+    moves = {r["seed"]: _tail(r.get("curve") or [], r.get("steps", 0)) for r in base}
     if all(ok for _, ok, _ in moves.values()):
         return (f"{student} baseline converged: F1 moved at most {max(m for m, _, _ in moves.values()):.1f} points "
                 f"{span}, seeds {','.join(map(str, moves))}.")
@@ -324,6 +323,11 @@ def convergence_line(student: str, base: list[dict[str, Any]]) -> str:
     verdict = "did not converge" if any(ok is False for _, ok, _ in moves.values()) else "convergence not known"
     return (f"{student} baseline {verdict} ({'; '.join(why)}) {span}: this table does not meet the convergence "
             f"rule (F1 moves less than 1 point over the last fifth of the run).")
+
+
+def _tail(curve: list[tuple[int, float]], steps: int) -> tuple[float | None, bool | None, float | None]:
+    """(points moved, rule met, trend) over a run's last fifth."""
+    return (*convergence(curve, steps), tail_trend(curve, steps))
 
 
 def _trend(drift: float | None) -> str:

@@ -390,8 +390,7 @@ class QATTrainer(Trainer):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         if self.step >= self.qat_cfg.qat.freeze_observers * self.cfg.steps:
             set_observers(self.student, False)
-        if self.step >= self.qat_cfg.qat.freeze_bn * self.cfg.steps:
-            self.student.frozen_bn = True
+        self.student.frozen_bn = self.step >= self.qat_cfg.qat.freeze_bn * self.cfg.steps
         return super().train_step(batch)
 
     def validate(self) -> dict[str, float]:
